@@ -1,0 +1,211 @@
+"""``kalla`` command line: run | demo (serve, worker and bench join as they land)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kalla.engine import EngineOptions, RunSummary
+from kalla.errors import KallaError, RecipeError
+from kalla.settings import get_settings, parse_size
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Kalla reconciles two data sources with SQL and explains what did not match.",
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+def _fail(exc: BaseException, debug: bool) -> typer.Exit:
+    """One paragraph naming the cause on stderr, a non-zero exit; tracebacks only with --debug."""
+    if debug:
+        err.print(traceback.format_exc(), markup=False, highlight=False)
+    if isinstance(exc, KallaError):
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        return typer.Exit(exc.exit_code)
+    err.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run again with --debug "
+        "for the traceback, and please report it)",
+        highlight=False,
+    )
+    return typer.Exit(1)
+
+
+def _guarded(debug: bool, action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except (KallaError, Exception) as exc:
+        raise _fail(exc, debug) from None
+
+
+@contextmanager
+def _progress_display(enabled: bool) -> Iterator[Callable[[str, str | None, float], None]]:
+    """Rich progress bars per stage; shown only on a terminal (stages that take a moment)."""
+    if not enabled:
+        yield lambda stage, alias, fraction: None
+        return
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
+
+        def update(stage: str, alias: str | None, fraction: float) -> None:
+            label = f"{stage} {alias}" if alias else stage
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=1.0)
+            bars.update(tasks[label], completed=fraction)
+
+        yield update
+
+
+def _print_summary(summary: RunSummary) -> None:
+    counts = Table(title="Reconciliation summary", show_header=True, header_style="bold")
+    counts.add_column("")
+    counts.add_column(summary.left_alias, justify="right")
+    counts.add_column(summary.right_alias, justify="right")
+    counts.add_row("input rows", f"{summary.left_rows:,}", f"{summary.right_rows:,}")
+    left_total, right_total = summary.control_totals
+    counts.add_row("matched keys", f"{left_total.matched_keys:,}", f"{right_total.matched_keys:,}")
+    counts.add_row(
+        "unmatched", f"{summary.unmatched_left_count:,}", f"{summary.unmatched_right_count:,}"
+    )
+    counts.add_row(
+        "ambiguous keys", f"{summary.ambiguous_left_count:,}", f"{summary.ambiguous_right_count:,}"
+    )
+    out.print(counts)
+    passes = Table(title="Passes", header_style="bold")
+    for name in ("pass", "candidates", "matched", "seconds"):
+        passes.add_column(name, justify="left" if name == "pass" else "right")
+    for p in summary.passes:
+        passes.add_row(p.name, f"{p.candidate_count:,}", f"{p.matched_count:,}", f"{p.seconds:.2f}")
+    out.print(passes)
+    out.print(
+        f"[bold green]{summary.matched_count:,} matched rows[/]; control totals hold for both "
+        f"sides; {summary.timings.get('total', 0.0):.2f} s"
+    )
+    for name, path in summary.output_paths.items():
+        out.print(f"  {name:<16} {path}", highlight=False)
+
+
+def _parse_sources(values: list[str]) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for value in values:
+        alias, sep, path = value.partition("=")
+        if not sep or not alias or not path:
+            raise RecipeError(f"--source expects ALIAS=PATH, got '{value}'")
+        paths[alias.strip()] = path.strip()
+    return paths
+
+
+def _options(memory_limit: str | None) -> EngineOptions:
+    options = EngineOptions.from_settings(get_settings())
+    if memory_limit:
+        try:
+            limit = parse_size(memory_limit)
+        except ValueError as exc:
+            raise RecipeError(f"--memory-limit: {exc}") from None
+        options = EngineOptions(
+            memory_limit=limit,
+            spill_path=options.spill_path,
+            target_partitions=options.target_partitions,
+            compression=options.compression,
+        )
+    return options
+
+
+@app.command("run")
+def run_command(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE.json", help="The recipe file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="ALIAS=PATH for a file source (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output directory.")
+    ] = False,
+    memory_limit: Annotated[
+        str | None, typer.Option("--memory-limit", help="e.g. 16G (default: half of RAM).")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Reconcile the recipe's two sources and write matched / unmatched outputs."""
+    from kalla import pipeline
+    from kalla.recipe import load_recipe
+
+    def go() -> RunSummary:
+        recipe = load_recipe(recipe_path)
+        left, right = pipeline.sources_from_recipe(recipe, _parse_sources(source or []))
+        request = pipeline.RunRequest(
+            spec=recipe,
+            left=left,
+            right=right,
+            output_dir=output,
+            recipe=recipe.to_dict(),
+            overwrite=overwrite,
+            options=_options(memory_limit),
+        )
+        with _progress_display(not as_json and err.is_terminal) as progress:
+            return pipeline.run(request, progress=progress)
+
+    summary = _guarded(debug, go)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
+    else:
+        _print_summary(summary)
+
+
+@app.command("demo")
+def demo_command(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the sample data and outputs go.")
+    ] = Path("kalla-demo"),
+    rows: Annotated[int, typer.Option("--rows", help="Invoices to generate.")] = 3000,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Generate a realistic sample (invoices vs payments), run a two-pass recipe on it."""
+    from kalla import demo
+
+    summary = _guarded(debug, lambda: demo.run_demo(directory, rows=rows, seed=seed))
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
+        return
+    out.print(f"Sample data and recipe in [bold]{directory}[/] (seed {seed}).")
+    _print_summary(summary)
+    out.print(
+        "\nRun it yourself:  kalla run "
+        f"{directory / 'recipe.json'} --source invoices={directory / 'data' / 'invoices.csv'} "
+        f"--source payments={directory / 'data' / 'payments.csv'} --output my-run",
+        highlight=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return app(args=argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,491 @@
+"""reconcile(): passes, unmatched derivation, ambiguity, control totals, atomic outputs.
+
+The run is a fixed list of small steps, each expressed as SQL over registered tables
+(so another engine can execute the same steps), each timed:
+
+1. register   each source under ``__src_<alias>``, filters applied as ``__base_<alias>``
+2. match      per pass: the alias views show only records no earlier pass matched; the
+              pass SQL's output is written as Parquet (1:1 selection when asked)
+3. matched    pass outputs combined into ``matched.parquet`` (+ ``ambiguous.parquet``)
+4. unmatched  source rows whose key is in no final match (NULL-safe anti joins)
+5. totals     input rows = distinct matched keys + unmatched rows, per side
+6. manifest   recipe, SQL, versions, fingerprints, counts, timings
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from datafusion import DataFrame, SessionContext
+
+from kalla.engine.filters import apply_filters
+from kalla.engine.layout import MatchLayout, analyse
+from kalla.engine.one_to_one import select_one_to_one
+from kalla.engine.session import EngineOptions, make_context, read_only
+from kalla.engine.sql import explain_sql_error, rewrite_tolerance
+from kalla.engine.summary import ControlTotal, PassStats, RunSummary
+from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLimitError, SqlError
+from kalla.evidence.manifest import build_manifest, canonical_json
+from kalla.evidence.output import AtomicOutputDir
+from kalla.recipe.models import Cardinality, FilterCondition, MatchPass, MatchSpec
+from kalla.recipe.sqltext import check_read_only
+from kalla.suggest import did_you_mean
+
+ProgressHook = Callable[[str, float], None]  # (stage, fraction of that stage done)
+OUTPUT_NAMES = ("matched", "unmatched_left", "unmatched_right", "ambiguous")
+
+
+@dataclass(frozen=True)
+class SourceInput:
+    """One side, staged: a Parquet file plus what the recipe says about it."""
+
+    alias: str
+    path: Path
+    primary_key: tuple[str, ...]
+    filters: tuple[FilterCondition, ...] = ()
+    uri: str = ""  # redacted; for the manifest
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rows(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _is_memory_error(message: str) -> bool:
+    return "Resources exhausted" in message or ("memory" in message.lower() and "limit" in message)
+
+
+@dataclass
+class _Pass:
+    spec: MatchPass
+    sql: str
+    layout: MatchLayout
+    path: Path  # final matches of this pass
+    ambiguous_path: Path | None
+    stats: PassStats
+
+
+class _Run:
+    def __init__(
+        self,
+        spec: MatchSpec,
+        left: SourceInput,
+        right: SourceInput,
+        options: EngineOptions,
+        progress: ProgressHook | None,
+    ) -> None:
+        self.spec = spec
+        self.sides = (left, right)
+        self.options = options
+        self.progress = progress or (lambda stage, fraction: None)
+        self.ctx: SessionContext = make_context(options)
+        self.timings: dict[str, float] = {}
+        self.sql_log: list[dict[str, str]] = []
+        self.input_rows: dict[str, int] = {}
+        self.passes: list[_Pass] = []
+        codec, _, level = options.compression.partition("(")
+        self.compression = codec or "zstd"
+        self.compression_level = int(level.rstrip(")")) if level else None
+        # every table name that stands for a source -> the source alias
+        self.source_names = {
+            name: s.alias
+            for s in self.sides
+            for name in (s.alias, f"__src_{s.alias}", f"__base_{s.alias}")
+        }
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(time.perf_counter() - start, 4)
+
+    def execute(self, what: str, action: Callable[..., Any], *args: Any) -> Any:
+        """Run a DataFusion action, turning its failures into errors that name the cause."""
+        try:
+            return action(*args)
+        except KallaError:
+            raise
+        except Exception as exc:  # DataFusion raises plain Exceptions
+            message = str(exc)
+            if _is_memory_error(message):
+                limit = self.options.memory_limit / 1024**3
+                raise ResourceLimitError(
+                    f"{what}: the run needs more than the memory limit of {limit:.1f} GiB even "
+                    "when spilling to disk; raise KALLA_MEMORY_LIMIT or reduce the data "
+                    f"(DataFusion: {message.splitlines()[0][:300]})"
+                ) from None
+            raise explain_sql_error(exc, what, [s.alias for s in self.sides]) from None
+
+    def write(self, df: DataFrame, path: Path, what: str) -> int:
+        self.execute(
+            what,
+            lambda: df.write_parquet(
+                str(path), compression=self.compression, compression_level=self.compression_level
+            ),
+        )
+        if not path.exists():  # DataFusion writes nothing for an empty result
+            pq.write_table(pa.Table.from_batches([], schema=df.schema()), path)
+        return _rows(path)
+
+    def scalar(self, sql: str, what: str) -> int:
+        table = self.execute(what, lambda: self.ctx.sql(sql).to_arrow_table())
+        value = table.column(0)[0].as_py()
+        return int(value or 0)
+
+    def register_view(self, name: str, df: DataFrame) -> None:
+        if self.ctx.table_exist(name):
+            self.ctx.deregister_table(name)
+        self.ctx.register_view(name, df)
+
+    # --- 1. register ------------------------------------------------------------------
+
+    def register(self) -> None:
+        problems: list[str] = []
+        for side in self.sides:
+            raw = f"__src_{side.alias}"
+            path = str(side.path)
+            self.execute(f"source '{side.alias}'", self.ctx.register_parquet, raw, path)
+            df = self.ctx.table(raw)
+            columns = df.schema().names
+            for key in side.primary_key:
+                if key not in columns:
+                    problems.append(
+                        f"primary key column '{key}' is not in source '{side.alias}'"
+                        f"{did_you_mean(key, columns)}; its columns: {', '.join(columns)}"
+                    )
+            df, filter_problems = apply_filters(df, side.filters, side.alias)
+            problems += filter_problems
+            self.register_view(f"__base_{side.alias}", df)
+        if problems:
+            raise RecipeError(
+                f"the recipe does not fit its sources ({len(problems)} problem(s))",
+                problems=problems,
+            )
+        for side in self.sides:
+            if side.filters:
+                self.input_rows[side.alias] = self.scalar(
+                    f"SELECT COUNT(*) FROM {_ident('__base_' + side.alias)}",
+                    f"source '{side.alias}'",
+                )
+            else:
+                self.input_rows[side.alias] = _rows(side.path)
+
+    # --- 2. match passes --------------------------------------------------------------
+
+    def matched_keys_sql(self, side: SourceInput, passes: Sequence[_Pass]) -> str:
+        """Distinct-able key rows of every final match so far, as columns k0, k1, …"""
+        parts = []
+        for p in passes:
+            cols = ", ".join(
+                f"{_ident(name)} AS k{i}" for i, name in enumerate(p.layout.keys[side.alias])
+            )
+            parts.append(f"SELECT {cols} FROM {_ident(self.pass_table(p))}")
+        return " UNION ALL ".join(parts)
+
+    def pass_table(self, p: _Pass) -> str:
+        name = f"__pass_{self.passes.index(p)}"
+        if not self.ctx.table_exist(name):
+            self.ctx.register_parquet(name, str(p.path))
+        return name
+
+    def anti_join_sql(self, side: SourceInput, passes: Sequence[_Pass]) -> str:
+        """Rows of the (filtered) source whose key is in no match: NULL-safe, so a NULL
+        key behaves like any other value instead of vanishing from both sides."""
+        base = _ident(f"__base_{side.alias}")
+        if not passes:
+            return f"SELECT * FROM {base}"
+        on = " AND ".join(
+            f"(b.{_ident(key)} IS NOT DISTINCT FROM m.k{i})"
+            for i, key in enumerate(side.primary_key)
+        )
+        return (
+            f"SELECT b.* FROM {base} b LEFT ANTI JOIN "
+            f"({self.matched_keys_sql(side, passes)}) m ON {on}"
+        )
+
+    def match(self, workdir: Path, final_matched: Path) -> None:
+        passes = self.spec.match_passes()
+        left, right = self.sides
+        for index, spec in enumerate(passes):
+            where = "match_sql" if spec.name == "match_sql" else f"pass '{spec.name}'"
+            with self.timed(f"match:{spec.name}"):
+                start = time.perf_counter()
+                for side in self.sides:
+                    remaining = self.ctx.sql(self.anti_join_sql(side, self.passes))
+                    self.register_view(side.alias, remaining)
+                rows_in = {
+                    s.alias: self.input_rows[s.alias]
+                    if index == 0
+                    else self.scalar(f"SELECT COUNT(*) FROM {_ident(s.alias)}", where)
+                    for s in self.sides
+                }
+                check_read_only(spec.match_sql, where)
+                sql = rewrite_tolerance(spec.match_sql, where)
+                df = self.execute(where, self.ctx.sql_with_options, sql, read_only())
+                layout = analyse(
+                    df,
+                    keys={left.alias: left.primary_key, right.alias: right.primary_key},
+                    sources=self.source_names,
+                    where=where,
+                )
+                out = layout.select(df, spec.name)
+                single = len(passes) == 1 and self.spec.cardinality is Cardinality.MANY_TO_MANY
+                path = final_matched if single else workdir / f"pass-{index}.parquet"
+                candidates_path = path
+                if self.spec.cardinality is Cardinality.ONE_TO_ONE:
+                    candidates_path = workdir / f"candidates-{index}.parquet"
+                candidate_count = self.write(out, candidates_path, where)
+                ambiguous_path = None
+                matched_count = candidate_count
+                if self.spec.cardinality is Cardinality.ONE_TO_ONE:
+                    ambiguous_path = workdir / f"ambiguous-{index}.parquet"
+                    matched_count = self.keep_one_to_one(
+                        candidates_path, layout, path, ambiguous_path, where
+                    )
+                amb_left, amb_right = (
+                    self.ambiguous_keys(candidates_path, layout.keys[s.alias], where)
+                    for s in self.sides
+                )
+                self.sql_log.append(
+                    {"step": f"match:{spec.name}", "sql": spec.match_sql, "executed": sql}
+                )
+                record = _Pass(
+                    spec=spec,
+                    sql=sql,
+                    layout=layout,
+                    path=path,
+                    ambiguous_path=ambiguous_path,
+                    stats=PassStats(
+                        name=spec.name,
+                        candidate_count=candidate_count,
+                        matched_count=matched_count,
+                        ambiguous_left_count=amb_left,
+                        ambiguous_right_count=amb_right,
+                        left_rows_in=rows_in[left.alias],
+                        right_rows_in=rows_in[right.alias],
+                        seconds=round(time.perf_counter() - start, 4),
+                    ),
+                )
+                self.passes.append(record)
+            self.progress("matching", (index + 1) / len(passes))
+
+    def keep_one_to_one(
+        self, candidates: Path, layout: MatchLayout, kept: Path, lost: Path, where: str
+    ) -> int:
+        rank_by = self.spec.rank_by
+        assert rank_by is not None
+        if rank_by not in layout.names:
+            raise SqlError(
+                f"{where}: rank_by column '{rank_by}' is not in the match output"
+                f"{did_you_mean(rank_by, layout.names)}; output columns: {', '.join(layout.names)}"
+            )
+        table = pq.read_table(candidates)
+        left, right = self.sides
+        mask = select_one_to_one(table, rank_by, layout.keys[left.alias], layout.keys[right.alias])
+        pq.write_table(table.filter(mask), kept, compression="zstd")
+        pq.write_table(table.filter(pc.invert(mask)), lost, compression="zstd")
+        return int(pc.sum(mask).as_py() or 0)
+
+    def ambiguous_keys(self, path: Path, key_names: Sequence[str], where: str) -> int:
+        """Keys appearing in more than one candidate row of this pass."""
+        name = f"__cand_{path.stem.replace('-', '_')}"
+        if not self.ctx.table_exist(name):
+            self.ctx.register_parquet(name, str(path))
+        keys = ", ".join(_ident(k) for k in key_names)
+        return self.scalar(
+            f"SELECT COUNT(*) FROM (SELECT {keys} FROM {_ident(name)} GROUP BY {keys} "
+            "HAVING COUNT(*) > 1)",
+            where,
+        )
+
+    # --- 3. matched / ambiguous outputs ------------------------------------------------
+
+    def combine(self, parts: Sequence[Path], target: Path) -> int:
+        """Union passes by column name (passes may select different columns)."""
+        if len(parts) == 1:
+            parts[0].rename(target)
+            return _rows(target)
+        schemas = [pq.read_schema(p) for p in parts]
+        try:
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SqlError(
+                f"passes return the same column with incompatible types: {exc}; cast them "
+                "to one type in each pass's SQL"
+            ) from None
+        order = [n for n in unified.names if n != "match_pass"] + ["match_pass"]
+        unified = pa.schema([unified.field(n) for n in order])
+        dataset = pads.dataset([str(p) for p in parts], schema=unified, format="parquet")
+        with pq.ParquetWriter(target, unified, compression="zstd") as writer:
+            for batch in dataset.to_batches():
+                writer.write_batch(batch)
+        return _rows(target)
+
+    # --- 4. unmatched -----------------------------------------------------------------
+
+    def unmatched(self, side: SourceInput, target: Path) -> int:
+        sql = self.anti_join_sql(side, self.passes)
+        self.sql_log.append({"step": f"unmatched:{side.alias}", "executed": sql})
+        return self.write(self.ctx.sql(sql), target, f"unmatched rows of '{side.alias}'")
+
+    # --- 5. control totals ------------------------------------------------------------
+
+    def control_total(self, side: SourceInput, unmatched_rows: int) -> ControlTotal:
+        keys = ", ".join(f"k{i}" for i in range(len(side.primary_key)))
+        matched_keys = self.scalar(
+            f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
+            f"({self.matched_keys_sql(side, self.passes)}))",
+            f"control totals of '{side.alias}'",
+        )
+        return ControlTotal(
+            alias=side.alias,
+            input_rows=self.input_rows[side.alias],
+            matched_keys=matched_keys,
+            unmatched_rows=unmatched_rows,
+        )
+
+    def explain_totals(self, total: ControlTotal, side: SourceInput) -> DataIntegrityError:
+        keys = ", ".join(_ident(k) for k in side.primary_key)
+        base = _ident(f"__base_{side.alias}")
+        dupes = self.execute(
+            "control totals",
+            lambda: self.ctx.sql(
+                f"SELECT {keys}, COUNT(*) AS n FROM {base} GROUP BY {keys} HAVING COUNT(*) > 1 "
+                f"ORDER BY n DESC, {keys} LIMIT 5"
+            ).to_pylist(),
+        )
+        head = (
+            f"control totals do not add up for '{side.alias}': {total.input_rows} input rows != "
+            f"{total.matched_keys} matched keys + {total.unmatched_rows} unmatched rows"
+        )
+        if dupes:
+            shown = "; ".join(
+                ", ".join(f"{k}={row[k]!r}" for k in side.primary_key) + f" ({row['n']} rows)"
+                for row in dupes
+            )
+            return DataIntegrityError(
+                f"{head}. The primary key ({', '.join(side.primary_key)}) is not unique in "
+                f"source '{side.alias}'; duplicate keys include: {shown}"
+            )
+        return DataIntegrityError(
+            f"{head}. The match output contains {side.alias} keys that are not in the source "
+            "(computed or constant key columns?): select the source's own key columns"
+        )
+
+    def check_totals(self, unmatched: Mapping[str, int]) -> tuple[ControlTotal, ControlTotal]:
+        left, right = self.sides
+        totals = (
+            self.control_total(left, unmatched[left.alias]),
+            self.control_total(right, unmatched[right.alias]),
+        )
+        for total, side in zip(totals, self.sides, strict=True):
+            if not total.holds:
+                raise self.explain_totals(total, side)
+        return totals
+
+
+def reconcile(
+    spec: MatchSpec,
+    left: SourceInput,
+    right: SourceInput,
+    output_dir: Path,
+    *,
+    options: EngineOptions,
+    recipe: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: ProgressHook | None = None,
+) -> RunSummary:
+    """Run the recipe on two staged sources and write all outputs atomically into output_dir."""
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir).absolute()
+    run = _Run(spec, left, right, options, progress)
+    with AtomicOutputDir(output_dir, overwrite=overwrite) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        paths = {name: tmp / f"{name}.parquet" for name in OUTPUT_NAMES}
+        with run.timed("register"):
+            run.register()
+        run.match(work, paths["matched"])
+        with run.timed("write_matched"):
+            if not paths["matched"].exists():
+                matched_count = run.combine([p.path for p in run.passes], paths["matched"])
+                if len(run.passes) == 1:  # renamed, not copied: the key views follow it
+                    run.passes[0].path = paths["matched"]
+            else:
+                matched_count = _rows(paths["matched"])
+            ambiguous_count = 0
+            if spec.cardinality is Cardinality.ONE_TO_ONE:
+                lost = [p.ambiguous_path for p in run.passes if p.ambiguous_path is not None]
+                ambiguous_count = run.combine(lost, paths["ambiguous"])
+            else:
+                del paths["ambiguous"]
+        unmatched: dict[str, int] = {}
+        for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
+            with run.timed(name):
+                unmatched[side.alias] = run.unmatched(side, paths[name])
+        with run.timed("control_totals"):
+            totals = run.check_totals(unmatched)
+        # the work dir holds per-pass files the key views read; drop it only now
+        for child in sorted(work.iterdir()):
+            child.unlink()
+        work.rmdir()
+        run.timings["total"] = round(time.perf_counter() - t0, 4)
+        summary = RunSummary(
+            matched_count=matched_count,
+            unmatched_left_count=unmatched[left.alias],
+            unmatched_right_count=unmatched[right.alias],
+            ambiguous_left_count=sum(p.stats.ambiguous_left_count for p in run.passes),
+            ambiguous_right_count=sum(p.stats.ambiguous_right_count for p in run.passes),
+            ambiguous_count=ambiguous_count,
+            left_rows=run.input_rows[left.alias],
+            right_rows=run.input_rows[right.alias],
+            left_alias=left.alias,
+            right_alias=right.alias,
+            cardinality=spec.cardinality.value,
+            passes=tuple(p.stats for p in run.passes),
+            control_totals=totals,
+            timings=run.timings,
+            output_paths={
+                **{name: str(output_dir / path.name) for name, path in paths.items()},
+                "manifest": str(output_dir / "manifest.json"),
+            },
+        )
+        manifest = build_manifest(
+            recipe=recipe if recipe is not None else spec.to_dict(),
+            sql=run.sql_log,
+            inputs=[
+                {
+                    "alias": s.alias,
+                    "uri": s.uri,
+                    "primary_key": list(s.primary_key),
+                    "filters": [f.to_dict() for f in s.filters],
+                    "rows": run.input_rows[s.alias],
+                    "fingerprint": dict(s.fingerprint),
+                }
+                for s in run.sides
+            ],
+            outputs=paths,
+            summary=summary.to_dict(),
+            started_at=started,
+        )
+        (tmp / "manifest.json").write_text(canonical_json(manifest) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,78 @@
+"""``manifest.json``: everything an auditor needs to trust and reproduce a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import datafusion
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import kalla
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_manifest(
+    *,
+    recipe: Mapping[str, Any],
+    sql: Sequence[Mapping[str, str]],
+    inputs: Sequence[Mapping[str, Any]],
+    outputs: Mapping[str, Path],
+    summary: Mapping[str, Any],
+    started_at: datetime,
+) -> dict[str, Any]:
+    """The manifest as a dict; outputs are fingerprinted here, after they are complete."""
+    files = {}
+    for name, path in outputs.items():
+        files[name] = {
+            "file": path.name,
+            "rows": pq.ParquetFile(path).metadata.num_rows,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+    return {
+        "manifest_version": 1,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "recipe": dict(recipe),
+        "recipe_sha256": hashlib.sha256(canonical_json(recipe).encode()).hexdigest(),
+        "sql": list(sql),
+        "engine": {
+            "kalla": kalla.__version__,
+            "datafusion": datafusion.__version__,
+            "pyarrow": pa.__version__,
+            "python": platform.python_version(),
+        },
+        "inputs": list(inputs),
+        "outputs": files,
+        "control_totals": summary["control_totals"],
+        "passes": summary["passes"],
+        "timings": summary["timings"],
+        "counts": {
+            k: summary[k]
+            for k in (
+                "matched_count",
+                "unmatched_left_count",
+                "unmatched_right_count",
+                "ambiguous_left_count",
+                "ambiguous_right_count",
+                "ambiguous_count",
+                "left_rows",
+                "right_rows",
+            )
+        },
+    }
