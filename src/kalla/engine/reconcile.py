@@ -65,6 +65,10 @@ def _rows(path: Path) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
 def _is_memory_error(message: str) -> bool:
     return "Resources exhausted" in message or ("memory" in message.lower() and "limit" in message)
 
@@ -126,9 +130,9 @@ class _Run:
         except Exception as exc:  # DataFusion raises plain Exceptions
             message = str(exc)
             if _is_memory_error(message):
-                limit = self.options.memory_limit / 1024**3
+                limit = _size(self.options.memory_limit)
                 raise ResourceLimitError(
-                    f"{what}: the run needs more than the memory limit of {limit:.1f} GiB even "
+                    f"{what}: the run needs more than the memory limit of {limit} even "
                     "when spilling to disk; raise KALLA_MEMORY_LIMIT or reduce the data "
                     f"(DataFusion: {message.splitlines()[0][:300]})"
                 ) from None

@@ -1,0 +1,152 @@
+"""Outputs and the CLI as a user meets them: atomic directories, manifest, exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kalla.engine import EngineOptions, SourceInput, reconcile
+from kalla.errors import OutputError, ResourceLimitError, SqlError
+from kalla.recipe import MatchSpec
+
+CASE = Path(__file__).parent.parent / "fixtures" / "recipes" / "seed_readme_example"
+KALLA = [sys.executable, "-m", "kalla.cli"]
+
+
+def kalla(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KALLA, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+    )
+
+
+def run_args(out: Path) -> list[str]:
+    return [
+        "run",
+        str(CASE / "recipe.json"),
+        "--source",
+        f"invoices={CASE / 'invoices.csv'}",
+        "--source",
+        f"payments={CASE / 'payments.csv'}",
+        "--output",
+        str(out),
+    ]
+
+
+def test_kalla_run_json_summary_and_manifest(tmp_path: Path) -> None:
+    result = kalla(*run_args(tmp_path / "out"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["matched_count"], summary["unmatched_left_count"]) == (2, 2)
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    recipe = json.loads((CASE / "recipe.json").read_text())
+    assert manifest["recipe"]["match_sql"] == recipe["match_sql"]
+    assert len(manifest["recipe_sha256"]) == 64
+    assert manifest["engine"]["datafusion"].startswith("55.")
+    assert [s["step"] for s in manifest["sql"]] == [
+        "match:match_sql",
+        "unmatched:invoices",
+        "unmatched:payments",
+    ]
+    for source in manifest["inputs"]:
+        data = (CASE / f"{source['alias']}.csv").read_bytes()
+        assert source["fingerprint"]["sha256"] == hashlib.sha256(data).hexdigest()
+    for name, entry in manifest["outputs"].items():
+        path = tmp_path / "out" / entry["file"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+        assert entry["rows"] == pq.ParquetFile(path).metadata.num_rows
+    assert all(
+        t["input_rows"] == t["matched_keys"] + t["unmatched_rows"]
+        for t in manifest["control_totals"]
+    )
+    assert not list((tmp_path / "staging").glob("*.parquet")), "staged copies are removed"
+
+
+def test_existing_output_is_not_clobbered_unless_asked(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert kalla(*run_args(out), cwd=tmp_path).returncode == 0
+    before = (out / "matched.parquet").read_bytes()
+
+    again = kalla(*run_args(out), cwd=tmp_path)
+    assert again.returncode == OutputError.exit_code
+    assert "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert (out / "matched.parquet").read_bytes() == before
+
+    assert kalla(*run_args(out), "--overwrite", cwd=tmp_path).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
+
+
+def test_a_failed_run_leaves_earlier_outputs_intact(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert kalla(*run_args(out), cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = json.loads((CASE / "recipe.json").read_text())
+    bad["match_sql"] = bad["match_sql"].replace("p.amount FROM", "p.amount, p.nope FROM")
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    args = run_args(out)
+    args[1] = str(tmp_path / "bad.json")
+    failed = kalla(*args, "--overwrite", cwd=tmp_path)
+    assert failed.returncode == SqlError.exit_code
+    assert "nope" in failed.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--source", "payments=/nonexistent/pay.csv"], 3, "not found"),
+        (["--source", "paymnts=x.csv"], 2, "did you mean 'payments'"),
+        (["--source", "payments"], 2, "ALIAS=PATH"),
+    ],
+)
+def test_errors_are_one_paragraph_without_traceback(
+    tmp_path: Path, args: list[str], code: int, fragment: str
+) -> None:
+    base = ["run", str(CASE / "recipe.json"), "--source", f"invoices={CASE / 'invoices.csv'}"]
+    result = kalla(*base, *args, "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = kalla(*base, *args, "--output", str(tmp_path / "out"), "--debug", cwd=tmp_path)
+    assert "Traceback" in debug.stderr
+
+
+def test_missing_recipe_file_is_named(tmp_path: Path) -> None:
+    result = kalla("run", "nope.json", "--output", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "recipe file not found: nope.json" in result.stderr
+
+
+def test_memory_limit_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    n = 300_000
+    keys = pa.array([f"K{i:09d}" for i in range(n)])
+    pq.write_table(pa.table({"id": keys, "v": pa.array(range(n))}), tmp_path / "l.parquet")
+    pq.write_table(pa.table({"rid": keys, "ref": keys}), tmp_path / "r.parquet")
+    spec = MatchSpec(match_sql="SELECT l.id, r.rid, l.v FROM l JOIN r ON l.id = r.ref")
+    with pytest.raises(ResourceLimitError, match=r"memory limit of 2\.0 MiB"):
+        reconcile(
+            spec,
+            SourceInput("l", tmp_path / "l.parquet", ("id",)),
+            SourceInput("r", tmp_path / "r.parquet", ("rid",)),
+            tmp_path / "out",
+            options=EngineOptions(memory_limit=2 * 1024**2, target_partitions=2),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = kalla("demo", "--dir", str(tmp_path / "demo"), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [p["name"] for p in summary["passes"]] == ["exact", "within_2_cents"]
+    assert summary["matched_count"] > 0 and summary["unmatched_right_count"] > 0
+    matched = pq.read_table(tmp_path / "demo" / "run" / "matched.parquet")
+    assert set(matched.column("match_pass").to_pylist()) == {"exact", "within_2_cents"}
