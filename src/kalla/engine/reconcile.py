@@ -38,7 +38,7 @@ from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLi
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import AtomicOutputDir
 from kalla.recipe.models import Cardinality, FilterCondition, MatchPass, MatchSpec
-from kalla.recipe.sqltext import check_read_only
+from kalla.recipe.sqltext import check_read_only, referenced_tables
 from kalla.suggest import did_you_mean
 
 ProgressHook = Callable[[str, float], None]  # (stage, fraction of that stage done)
@@ -80,6 +80,7 @@ class _Pass:
     layout: MatchLayout
     path: Path  # final matches of this pass
     ambiguous_path: Path | None
+    distinct_keys: dict[str, int]  # source alias -> distinct keys among its final matches
     stats: PassStats
 
 
@@ -227,69 +228,76 @@ class _Run:
 
     def match(self, workdir: Path, final_matched: Path) -> None:
         passes = self.spec.match_passes()
-        left, right = self.sides
         for index, spec in enumerate(passes):
-            where = "match_sql" if spec.name == "match_sql" else f"pass '{spec.name}'"
             with self.timed(f"match:{spec.name}"):
-                start = time.perf_counter()
-                for side in self.sides:
-                    remaining = self.ctx.sql(self.anti_join_sql(side, self.passes))
-                    self.register_view(side.alias, remaining)
-                rows_in = {
-                    s.alias: self.input_rows[s.alias]
-                    if index == 0
-                    else self.scalar(f"SELECT COUNT(*) FROM {_ident(s.alias)}", where)
-                    for s in self.sides
-                }
-                check_read_only(spec.match_sql, where)
-                sql = rewrite_tolerance(spec.match_sql, where)
-                df = self.execute(where, self.ctx.sql_with_options, sql, read_only())
-                layout = analyse(
-                    df,
-                    keys={left.alias: left.primary_key, right.alias: right.primary_key},
-                    sources=self.source_names,
-                    where=where,
-                )
-                out = layout.select(df, spec.name)
                 single = len(passes) == 1 and self.spec.cardinality is Cardinality.MANY_TO_MANY
                 path = final_matched if single else workdir / f"pass-{index}.parquet"
-                candidates_path = path
-                if self.spec.cardinality is Cardinality.ONE_TO_ONE:
-                    candidates_path = workdir / f"candidates-{index}.parquet"
-                candidate_count = self.write(out, candidates_path, where)
-                ambiguous_path = None
-                matched_count = candidate_count
-                if self.spec.cardinality is Cardinality.ONE_TO_ONE:
-                    ambiguous_path = workdir / f"ambiguous-{index}.parquet"
-                    matched_count = self.keep_one_to_one(
-                        candidates_path, layout, path, ambiguous_path, where
-                    )
-                amb_left, amb_right = (
-                    self.ambiguous_keys(candidates_path, layout.keys[s.alias], where)
-                    for s in self.sides
-                )
-                self.sql_log.append(
-                    {"step": f"match:{spec.name}", "sql": spec.match_sql, "executed": sql}
-                )
-                record = _Pass(
-                    spec=spec,
-                    sql=sql,
-                    layout=layout,
-                    path=path,
-                    ambiguous_path=ambiguous_path,
-                    stats=PassStats(
-                        name=spec.name,
-                        candidate_count=candidate_count,
-                        matched_count=matched_count,
-                        ambiguous_left_count=amb_left,
-                        ambiguous_right_count=amb_right,
-                        left_rows_in=rows_in[left.alias],
-                        right_rows_in=rows_in[right.alias],
-                        seconds=round(time.perf_counter() - start, 4),
-                    ),
-                )
-                self.passes.append(record)
+                self.passes.append(self.run_pass(index, spec, path, workdir))
             self.progress("matching", (index + 1) / len(passes))
+
+    def plan_pass(self, spec: MatchPass, where: str) -> tuple[str, DataFrame]:
+        check_read_only(spec.match_sql, where)
+        aliases = [s.alias for s in self.sides]
+        tables = referenced_tables(spec.match_sql) or set()
+        internal = sorted(t for t in tables if t in self.source_names and t not in aliases)
+        if internal:  # __src_… would show records that earlier passes matched
+            raise explain_sql_error(Exception(f"table '{internal[0]}' not found"), where, aliases)
+        sql = rewrite_tolerance(spec.match_sql, where)
+        return sql, self.execute(where, self.ctx.sql_with_options, sql, read_only())
+
+    def run_pass(self, index: int, spec: MatchPass, path: Path, workdir: Path) -> _Pass:
+        start = time.perf_counter()
+        where = "match_sql" if spec.name == "match_sql" else f"pass '{spec.name}'"
+        left, right = self.sides
+        for side in self.sides:  # the aliases now show only records no pass matched yet
+            self.register_view(side.alias, self.ctx.sql(self.anti_join_sql(side, self.passes)))
+        rows_in = {
+            s.alias: self.input_rows[s.alias]
+            if index == 0
+            else self.scalar(f"SELECT COUNT(*) FROM {_ident(s.alias)}", where)
+            for s in self.sides
+        }
+        sql, df = self.plan_pass(spec, where)
+        layout = analyse(
+            df,
+            keys={left.alias: left.primary_key, right.alias: right.primary_key},
+            sources=self.source_names,
+            where=where,
+        )
+        self.sql_log.append({"step": f"match:{spec.name}", "sql": spec.match_sql, "executed": sql})
+        one_to_one = self.spec.cardinality is Cardinality.ONE_TO_ONE
+        candidates = workdir / f"candidates-{index}.parquet" if one_to_one else path
+        candidate_count = self.write(layout.select(df, spec.name), candidates, where)
+        # one aggregation per side gives both the distinct keys (control totals) and the
+        # keys in more than one row (ambiguity); 1:1 counts ambiguity among candidates
+        stats = {
+            s.alias: self.key_stats(candidates, layout.keys[s.alias], where) for s in self.sides
+        }
+        ambiguous_path, matched_count = None, candidate_count
+        if one_to_one:
+            ambiguous_path = workdir / f"ambiguous-{index}.parquet"
+            matched_count = self.keep_one_to_one(candidates, layout, path, ambiguous_path, where)
+            distinct = {s.alias: matched_count for s in self.sides}
+        else:
+            distinct = {alias: n for alias, (n, _) in stats.items()}
+        return _Pass(
+            spec=spec,
+            sql=sql,
+            layout=layout,
+            path=path,
+            ambiguous_path=ambiguous_path,
+            distinct_keys=distinct,
+            stats=PassStats(
+                name=spec.name,
+                candidate_count=candidate_count,
+                matched_count=matched_count,
+                ambiguous_left_count=stats[left.alias][1],
+                ambiguous_right_count=stats[right.alias][1],
+                left_rows_in=rows_in[left.alias],
+                right_rows_in=rows_in[right.alias],
+                seconds=round(time.perf_counter() - start, 4),
+            ),
+        )
 
     def keep_one_to_one(
         self, candidates: Path, layout: MatchLayout, kept: Path, lost: Path, where: str
@@ -308,17 +316,20 @@ class _Run:
         pq.write_table(table.filter(pc.invert(mask)), lost, compression="zstd")
         return int(pc.sum(mask).as_py() or 0)
 
-    def ambiguous_keys(self, path: Path, key_names: Sequence[str], where: str) -> int:
-        """Keys appearing in more than one candidate row of this pass."""
-        name = f"__cand_{path.stem.replace('-', '_')}"
+    def key_stats(self, path: Path, key_names: Sequence[str], where: str) -> tuple[int, int]:
+        """(distinct keys, keys in more than one row) of one side's keys in a pass file."""
+        name = f"__keys_{path.stem.replace('-', '_')}"
         if not self.ctx.table_exist(name):
             self.ctx.register_parquet(name, str(path))
         keys = ", ".join(_ident(k) for k in key_names)
-        return self.scalar(
-            f"SELECT COUNT(*) FROM (SELECT {keys} FROM {_ident(name)} GROUP BY {keys} "
-            "HAVING COUNT(*) > 1)",
+        table = self.execute(
             where,
+            lambda: self.ctx.sql(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN c > 1 THEN 1 ELSE 0 END), 0) AS m "
+                f"FROM (SELECT COUNT(*) AS c FROM {_ident(name)} GROUP BY {keys})"
+            ).to_pylist(),
         )
+        return int(table[0]["n"]), int(table[0]["m"])
 
     # --- 3. matched / ambiguous outputs ------------------------------------------------
 
@@ -353,16 +364,11 @@ class _Run:
     # --- 5. control totals ------------------------------------------------------------
 
     def control_total(self, side: SourceInput, unmatched_rows: int) -> ControlTotal:
-        keys = ", ".join(f"k{i}" for i in range(len(side.primary_key)))
-        matched_keys = self.scalar(
-            f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
-            f"({self.matched_keys_sql(side, self.passes)}))",
-            f"control totals of '{side.alias}'",
-        )
+        # passes are disjoint (each sees only unmatched records), so distinct keys add up
         return ControlTotal(
             alias=side.alias,
             input_rows=self.input_rows[side.alias],
-            matched_keys=matched_keys,
+            matched_keys=sum(p.distinct_keys[side.alias] for p in self.passes),
             unmatched_rows=unmatched_rows,
         )
 
