@@ -150,3 +150,15 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["matched_count"] > 0 and summary["unmatched_right_count"] > 0
     matched = pq.read_table(tmp_path / "demo" / "run" / "matched.parquet")
     assert set(matched.column("match_pass").to_pylist()) == {"exact", "within_2_cents"}
+
+
+def test_atomic_output_never_replaces_a_run_that_finished_meanwhile(tmp_path: Path) -> None:
+    from kalla.evidence import AtomicOutputDir
+
+    target = tmp_path / "out"
+    with pytest.raises(OutputError, match="another run"), AtomicOutputDir(target) as tmp:
+        (tmp / "mine.txt").write_text("mine")
+        target.mkdir()
+        (target / "theirs.txt").write_text("theirs")
+    assert [p.name for p in target.iterdir()] == ["theirs.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -53,6 +53,13 @@ class AtomicOutputDir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         old = None
+        if not self.overwrite and self.target.exists() and any(self.target.iterdir()):
+            # another run finished into the same target meanwhile: never replace it silently
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise OutputError(
+                f"output directory {self.target} was written by another run meanwhile; "
+                "this run's outputs were discarded"
+            )
         if self.target.exists():
             old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:12]}"
             os.rename(self.target, old)
