@@ -203,6 +203,54 @@ def demo_command(
     )
 
 
+@app.command("worker")
+def worker_command(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Bind address (env KALLA_WORKER_HOST; default 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (env KALLA_WORKER_PORT; default 50050).")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", min=1, help="Jobs at once (env KALLA_WORKER_CONCURRENCY; default 1)."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run the job runner: POST /api/jobs, /health, /ready, /metrics (see docs/worker.md)."""
+    from kalla.worker.http import serve
+
+    def go() -> int:
+        settings = get_settings()
+        if concurrency is not None:
+            settings = settings.model_copy(update={"worker_concurrency": concurrency})
+        return serve(settings, host=host, port=port, log_level=log_level, access_log=access_log)
+
+    code = _guarded(debug, go)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address [env KALLA_HOST: 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port [env KALLA_PORT: 3000]")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    debug: DebugOption = False,
+) -> None:
+    """Run the app: REST API, metadata store, runs (embedded, or WORKER_URL; docs/app.md)."""
+    from kalla.app.server import serve
+
+    _guarded(debug, lambda: serve(get_settings(), host=host, port=port, log_level=log_level))
+
+
 def main(argv: list[str] | None = None) -> Any:
     return app(args=argv)
 

@@ -6,9 +6,10 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -47,10 +48,40 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
 
-    @field_validator("memory_limit", mode="before")
+    # worker (docs/worker.md)
+    worker_host: str = Field(default="127.0.0.1", alias="KALLA_WORKER_HOST")
+    worker_port: int = Field(default=50050, ge=0, le=65535, alias="KALLA_WORKER_PORT")
+    output_root: Path = Field(default=Path("./runs"), alias="KALLA_OUTPUT_ROOT")
+    worker_concurrency: int = Field(default=1, ge=1, alias="KALLA_WORKER_CONCURRENCY")
+    worker_queue_size: int = Field(default=64, ge=0, alias="KALLA_WORKER_QUEUE_SIZE")
+    worker_shutdown_grace: float = Field(default=20.0, ge=0, alias="KALLA_WORKER_SHUTDOWN_GRACE")
+    callback_secret: SecretStr | None = Field(default=None, alias="KALLA_CALLBACK_SECRET")
+    callback_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("localhost", "127.0.0.0/8", "::1"), alias="KALLA_CALLBACK_ALLOWED_HOSTS"
+    )
+    callback_retry_seconds: float = Field(default=60.0, ge=0, alias="KALLA_CALLBACK_RETRY_SECONDS")
+    callback_timeout: float = Field(default=10.0, gt=0, alias="KALLA_CALLBACK_TIMEOUT")
+
+    # app (docs/app.md)
+    app_host: str = Field(default="127.0.0.1", alias="KALLA_HOST")
+    app_port: int = Field(default=3000, ge=0, le=65535, alias="KALLA_PORT")
+    app_url: str | None = Field(default=None, alias="KALLA_APP_URL")
+    api_token: SecretStr | None = Field(default=None, alias="KALLA_API_TOKEN")
+    max_upload_size: int = Field(default=1024**3, gt=0, alias="KALLA_MAX_UPLOAD_SIZE")
+    callback_max_age: float = Field(default=300.0, gt=0, alias="KALLA_CALLBACK_MAX_AGE")
+    poll_interval: float = Field(default=15.0, gt=0, alias="KALLA_POLL_INTERVAL")
+
+    @field_validator("memory_limit", "max_upload_size", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):  # "a.example.com, *.svc.cluster.local, 10.0.0.0/8"
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
 
 
 @lru_cache(maxsize=1)

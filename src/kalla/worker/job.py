@@ -1,0 +1,368 @@
+"""run_job(): one JobRequest from start to finish, knowing nothing of HTTP or NATS.
+
+Every transport (the worker's HTTP API, the app's embedded worker, the NATS consumer) calls
+this same function and hands it a ``JobEvents`` sink; what the sink does with the events
+(callbacks, a database row, a log line) is the transport's business.
+
+The flow is a short ordered list of steps, each a cancellation checkpoint:
+
+1. confine   ``output_path`` under the output root, the staging dir under the staging root
+2. check     the SQL is one read-only query over the two aliases; the output dir is free
+3. stage     each source (``sources[0]`` is the left side, ``sources[1]`` the right)
+4. match     the recipe, written atomically into the output dir (``kalla.pipeline.run``)
+5. report    matching 1.0 with ``matched_count``, then the completion event
+
+Any failure becomes one ``failed`` event whose message names the cause and never carries a
+traceback or a credential. A cancelled or failed run leaves no outputs (the pipeline writes
+into a temp dir renamed into place only on success).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+from uuid import UUID
+
+from kalla import pipeline
+from kalla.connectors import redact_uri
+from kalla.connectors.uri import _SECRET_PARAMS as SECRET_PARAMS
+from kalla.engine import RunSummary
+from kalla.errors import KallaError, OutputError, RecipeError, SqlError
+from kalla.recipe.models import (
+    CompletionCallback,
+    ErrorCallback,
+    JobRequest,
+    MatchingProgress,
+    OutputPaths,
+    StagingProgress,
+)
+from kalla.recipe.sqltext import check_read_only, referenced_tables
+from kalla.settings import Settings
+from kalla.suggest import did_you_mean
+
+log = logging.getLogger("kalla.worker")
+
+STAGING_STEP = 0.1  # staging progress events at least this far apart (plus 0.0 and 1.0) …
+STAGING_INTERVAL = 2.0  # … or this many seconds apart, whichever comes first
+
+
+class JobEvents(Protocol):
+    """Where run_job reports; events arrive in order, from the thread running the job."""
+
+    def staging(self, event: StagingProgress) -> None: ...
+
+    def matching(self, event: MatchingProgress) -> None: ...
+
+    def completed(self, event: CompletionCallback) -> None: ...
+
+    def failed(self, event: ErrorCallback, error: KallaError) -> None: ...
+
+
+class JobCancelled(KallaError):
+    """The run was cancelled (on request or at shutdown) before it finished."""
+
+    status = 409
+    exit_code = 130
+    kind = "cancelled"
+
+
+class CancelToken(threading.Event):
+    """A ``threading.Event`` that also says why it was set."""
+
+    reason = "run cancelled"
+
+    def cancel(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
+# --- 1. confine ---------------------------------------------------------------------------
+
+
+def confine(path: str | Path, root: Path, *, what: str) -> Path:
+    """``path`` (relative to ``root``, or absolute) resolved, provided it lies under ``root``.
+
+    Symlinks are resolved before the check, so a link pointing out of the root is refused
+    like ``..`` or an absolute path elsewhere. The root itself is refused too: a run's
+    outputs always go into a directory of their own.
+    """
+    try:
+        base = Path(root).resolve()
+        candidate = Path(path)
+        resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    except (ValueError, OSError) as exc:  # embedded NUL, symlink loop
+        raise RecipeError(f"{what} '{path}' is not a usable path: {exc}") from None
+    if not resolved.is_relative_to(base):
+        raise RecipeError(f"{what} '{path}': path escapes the output root ({base})")
+    if resolved == base:
+        raise RecipeError(f"{what} '{path}' must name a directory under the output root ({base})")
+    return resolved
+
+
+def output_dir_for(request: JobRequest, settings: Settings) -> Path:
+    """Where the run's outputs go: ``output_path`` confined under ``KALLA_OUTPUT_ROOT``."""
+    return confine(request.output_path, settings.output_root, what="output_path")
+
+
+def staging_dir_for(run_id: UUID, settings: Settings) -> Path:
+    """The run's own scratch directory under ``STAGING_PATH`` (removed when the run ends)."""
+    return confine(f"job-{run_id}", settings.staging_path, what="staging path")
+
+
+def remove_partial_outputs(output_dir: Path) -> None:
+    """Remove what an interrupted atomic write left next to ``output_dir`` (never the target).
+
+    The pipeline writes into ``.<name>.tmp-<id>`` beside the target and renames it; a run
+    stopped hard (process exit past the shutdown grace) can leave that temp dir behind.
+    """
+    for leftover in output_dir.parent.glob(f".{output_dir.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+# --- 2. check -----------------------------------------------------------------------------
+
+
+def check_sql(request: JobRequest) -> None:
+    """One read-only query per pass, reading only the two source aliases; all problems at once.
+
+    The engine checks the same again (and DataFusion's SQLOptions refuse DDL/DML); checking
+    here fails a bad job before any source is staged.
+    """
+    aliases = [s.alias for s in request.sources]
+    problems: list[str] = []
+    for index, step in enumerate(request.match_passes()):
+        where = "match_sql" if request.passes is None else f"passes.{index}.match_sql"
+        try:
+            check_read_only(step.match_sql, where)
+        except SqlError as exc:
+            problems.append(exc.message)
+            continue
+        for name in sorted((referenced_tables(step.match_sql) or set()) - set(aliases)):
+            problems.append(
+                f"{where}: unknown table '{name}'{did_you_mean(name, aliases)}; "
+                f"the sources are: {', '.join(aliases)}"
+            )
+    if problems:
+        raise SqlError("the job's SQL cannot run", problems=problems)
+
+
+def check_output_free(output_dir: Path) -> None:
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise OutputError(
+            f"output directory {output_dir} already exists and is not empty; "
+            "give the run an output_path of its own"
+        )
+
+
+# --- secrets never leave the worker -------------------------------------------------------
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Scrubber:
+    """Masks every credential a job's URIs carry (and ``user:pass@`` anywhere) in a text."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # longest first, so a secret containing another is masked whole
+        self.secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+
+    @classmethod
+    def for_uris(cls, uris: Iterable[str], environ: Mapping[str, str] | None = None) -> Scrubber:
+        env = os.environ if environ is None else environ
+        found: list[str] = []
+        for uri in uris:
+            found += [env[name] for name in _ENV_REF.findall(uri) if env.get(name)]
+            try:
+                parts = urlsplit(uri)
+            except ValueError:
+                continue
+            userinfo, at, _ = parts.netloc.rpartition("@")
+            if at and ":" in userinfo:
+                password = userinfo.partition(":")[2]
+                found += [password, unquote(password)]
+            found += [
+                value
+                for key, value in parse_qsl(parts.query, keep_blank_values=True)
+                if key.lower() in SECRET_PARAMS
+            ]
+        return cls(found)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return _USERINFO.sub(r"\1***@", text)
+
+
+# --- 3-5. run -----------------------------------------------------------------------------
+
+
+def _emit(action: Any, *args: Any) -> None:
+    """A sink that fails must not fail the run (nor hide the run's own error)."""
+    try:
+        action(*args)
+    except Exception:
+        log.exception("job event sink failed")
+
+
+class _Reporter:
+    """Pipeline progress → JobEvents, throttled; every call is a cancellation checkpoint."""
+
+    def __init__(
+        self, request: JobRequest, events: JobEvents, cancel: threading.Event | None
+    ) -> None:
+        self.run_id = request.run_id
+        self.right_alias = request.sources[1].alias
+        self.events = events
+        self.cancel = cancel
+        self.last: dict[str, tuple[float, float]] = {}  # alias -> (fraction, monotonic time)
+        self.matching_started = False
+
+    def checkpoint(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise JobCancelled(_cancel_reason(self.cancel))
+
+    def __call__(self, stage: str, alias: str | None, fraction: float) -> None:
+        self.checkpoint()
+        now = time.monotonic()
+        if stage == "staging" and alias is not None:
+            previous = self.last.get(alias)
+            if (
+                previous is None
+                or fraction >= 1.0
+                or fraction - previous[0] >= STAGING_STEP
+                or now - previous[1] >= STAGING_INTERVAL
+            ):
+                self.last[alias] = (fraction, now)
+                event = StagingProgress(run_id=self.run_id, progress=fraction, source=alias)
+                _emit(self.events.staging, event)
+            if alias == self.right_alias and fraction >= 1.0:
+                self.start_matching()
+        elif stage == "matching" and fraction < 1.0:
+            # 1.0 is reported once the outputs are written, with the matched count
+            self.start_matching()
+            _emit(self.events.matching, MatchingProgress(run_id=self.run_id, progress=fraction))
+
+    def start_matching(self) -> None:
+        if not self.matching_started:
+            self.matching_started = True
+            _emit(self.events.matching, MatchingProgress(run_id=self.run_id, progress=0.0))
+
+
+def _cancel_reason(cancel: threading.Event) -> str:
+    return str(getattr(cancel, "reason", "run cancelled"))
+
+
+def manifest_recipe(request: JobRequest) -> dict[str, Any]:
+    """What the manifest records of the job: everything that decides the result, no secrets."""
+    data = request.to_dict()
+    data.pop("callback_url", None)
+    data["sources"] = [
+        {**source, "uri": redact_uri(source["uri"])} for source in data.get("sources", [])
+    ]
+    return data
+
+
+def run_job(
+    request: JobRequest,
+    events: JobEvents,
+    *,
+    settings: Settings,
+    cancel: threading.Event | None = None,
+) -> RunSummary | None:
+    """Run one job; report through ``events``; the summary on success, None otherwise.
+
+    Never raises for a failed run: the failure is the ``failed`` event. ``cancel`` is checked
+    between steps and at every progress report (cooperative: a long SQL pass finishes first).
+    """
+    scrub = Scrubber.for_uris(s.uri for s in request.sources)
+    reporter = _Reporter(request, events, cancel)
+    staging_dir: Path | None = None
+    output_dir: Path | None = None
+    try:
+        output_dir = output_dir_for(request, settings)
+        staging_dir = staging_dir_for(request.run_id, settings)
+        check_sql(request)
+        check_output_free(output_dir)
+        reporter.checkpoint()
+        left, right = (
+            pipeline.SourceSpec(
+                alias=source.alias,
+                uri=source.uri,
+                primary_key=tuple(request.primary_keys[source.alias]),
+                filters=tuple(source.filters),
+            )
+            for source in request.sources
+        )
+        summary = pipeline.run(
+            pipeline.RunRequest(
+                spec=request,
+                left=left,
+                right=right,
+                output_dir=output_dir,
+                recipe=manifest_recipe(request),
+                staging_dir=staging_dir,
+            ),
+            progress=reporter,
+            settings=settings,
+        )
+    except Exception as exc:
+        error = _as_kalla_error(exc, cancel, scrub)
+        if output_dir is not None and isinstance(error, JobCancelled):
+            remove_partial_outputs(output_dir)
+        log.warning("run %s %s: %s", request.run_id, error.kind, scrub(error.message))
+        message = scrub(error.message)
+        _emit(events.failed, ErrorCallback(run_id=request.run_id, error=message), error)
+        return None
+    finally:
+        if staging_dir is not None:
+            shutil.rmtree(staging_dir, ignore_errors=True)
+
+    paths = summary.output_paths
+    _emit(
+        events.matching,
+        MatchingProgress(run_id=request.run_id, progress=1.0, matched_count=summary.matched_count),
+    )
+    _emit(
+        events.completed,
+        CompletionCallback(
+            run_id=request.run_id,
+            matched_count=summary.matched_count,
+            unmatched_left_count=summary.unmatched_left_count,
+            unmatched_right_count=summary.unmatched_right_count,
+            ambiguous_left_count=summary.ambiguous_left_count,
+            ambiguous_right_count=summary.ambiguous_right_count,
+            output_paths=OutputPaths(
+                matched=paths["matched"],
+                unmatched_left=paths["unmatched_left"],
+                unmatched_right=paths["unmatched_right"],
+                ambiguous=paths.get("ambiguous"),
+                manifest=paths.get("manifest"),
+            ),
+        ),
+    )
+    return summary
+
+
+def _as_kalla_error(exc: Exception, cancel: threading.Event | None, scrub: Scrubber) -> KallaError:
+    """The run's failure as a KallaError whose message is safe to send anywhere."""
+    if cancel is not None and cancel.is_set():
+        # a connector may have wrapped the JobCancelled raised in its progress callback
+        return exc if isinstance(exc, JobCancelled) else JobCancelled(_cancel_reason(cancel))
+    if isinstance(exc, KallaError):
+        return exc
+    # A bug, not a user error: the traceback goes to the worker log (scrubbed), the caller
+    # gets the exception's type and message only.
+    log.error("unexpected error in a job:\n%s", scrub("".join(traceback.format_exception(exc))))
+    detail = scrub(str(exc))[:500]
+    return KallaError(f"internal error in the worker: {type(exc).__name__}: {detail}")
