@@ -203,6 +203,19 @@ def demo_command(
     )
 
 
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_command(ctx: typer.Context) -> None:
+    """Benchmark Kalla against DuckDB, Polars, pandas, datacompy and the I/O floor
+    (kalla bench --help for the options; bench/README.md for reading the table)."""
+    from kalla.bench.harness import main as bench_main
+
+    raise typer.Exit(bench_main(ctx.args))
+
+
 @app.command("worker")
 def worker_command(
     host: Annotated[

@@ -19,7 +19,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from kalla.bench.launcher import run_one
 from kalla.bench.peers import DESCRIPTIONS as PEER_DESCRIPTIONS
 from kalla.bench.peers import ENGINES as PEER_ENGINES
 from kalla.bench.peers._common import parquet_rows, parse_size
@@ -146,37 +146,93 @@ class Measurement:
     file_counts: dict[str, int] = field(default_factory=dict)
     reported: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    cpu_s: float = 0.0  # user + system CPU seconds of the process
+
+
+class Launcher:
+    """Starts engines through :mod:`kalla.bench.launcher`, a fresh small process.
+
+    Measuring a child started by the harness itself would report at least the harness's own
+    RSS as the child's peak (see the launcher's docstring).
+    """
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "kalla.bench.launcher"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(
+        self, argv: Sequence[str], env: dict[str, str], timeout_s: float, out: Path, err: Path
+    ) -> dict[str, Any]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        job = {
+            "argv": list(argv),
+            "env": env,
+            "timeout_s": timeout_s,
+            "stdout": str(out),
+            "stderr": str(err),
+        }
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark launcher process died")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_process(
-    argv: Sequence[str], env: dict[str, str], timeout_s: float, cwd: Path | None = None
+    argv: Sequence[str],
+    env: dict[str, str],
+    timeout_s: float,
+    launcher: Launcher | None = None,
 ) -> tuple[float, int, int, str, str, bool]:
     """(wall s, peak RSS bytes, return code, stdout, stderr, timed out) of one process."""
+    wall, rss, rc, stdout, stderr, timed_out, _ = run_process_cpu(argv, env, timeout_s, launcher)
+    return wall, rss, rc, stdout, stderr, timed_out
+
+
+def run_process_cpu(
+    argv: Sequence[str],
+    env: dict[str, str],
+    timeout_s: float,
+    launcher: Launcher | None = None,
+) -> tuple[float, int, int, str, str, bool, float]:
+    """:func:`run_process` plus the CPU seconds (user + system) the process used."""
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd)
-        timed_out = threading.Event()
-
-        def _kill() -> None:
-            timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL)
-
-        timer = threading.Timer(timeout_s, _kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        stderr = err.read().decode("utf-8", "replace")
-    return wall, usage.ru_maxrss * 1024, proc.returncode, stdout, stderr, timed_out.is_set()
+    with tempfile.TemporaryDirectory(prefix="kalla-bench-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        if launcher is not None:
+            result = launcher.run(argv, env, timeout_s, out, err)
+        else:
+            with out.open("wb") as fo, err.open("wb") as fe:
+                result = run_one(list(argv), env, timeout_s, fo, fe)
+        stdout = out.read_text("utf-8", "replace")
+        stderr = err.read_text("utf-8", "replace")
+    return (
+        float(result["wall_s"]),
+        int(result["peak_rss_bytes"]),
+        int(result["returncode"]),
+        stdout,
+        stderr,
+        bool(result["timed_out"]),
+        float(result.get("cpu_s", 0.0)),
+    )
 
 
 def _find_counts(obj: Any) -> dict[str, int] | None:
@@ -288,6 +344,7 @@ def measure(
     expected: dict[str, int],
     memory_limit: int | None,
     timeout_s: float,
+    launcher: Launcher | None = None,
 ) -> Measurement:
     """Run one engine once, check its counts, clean its outputs."""
     shutil.rmtree(out, ignore_errors=True)
@@ -296,8 +353,10 @@ def measure(
     if memory_limit:
         env["KALLA_MEMORY_LIMIT"] = str(memory_limit)
     argv = engine_argv(engine, left, right, out, fmt, expected, memory_limit)
-    wall, rss, rc, stdout, stderr, timed_out = run_process(argv, env, timeout_s)
-    m = Measurement(engine=engine, run=run, wall_s=wall, peak_rss_bytes=rss, returncode=rc)
+    wall, rss, rc, stdout, stderr, timed_out, cpu = run_process_cpu(argv, env, timeout_s, launcher)
+    m = Measurement(
+        engine=engine, run=run, wall_s=wall, peak_rss_bytes=rss, returncode=rc, cpu_s=cpu
+    )
     summary = parse_summary(stdout)
     if summary:
         m.reported = summary
@@ -361,6 +420,7 @@ class CaseResult:
     engines: list[EngineResult]
     cache_warmed: bool
     input_bytes: int
+    other_load: float | None = None  # share of the cores other processes used meanwhile
 
 
 def summarise(
@@ -425,22 +485,32 @@ def run_case(
     memory_limit: int | None,
     timeout_s: float,
     log: Any = print,
+    launcher: Launcher | None = None,
 ) -> CaseResult:
     """Every engine ``runs`` times on one size and format, interleaved."""
     left, right = data_paths(data_dir, fmt)
     warmed = _warm_cache([left, right], max_bytes=_total_memory() // 4)
     measurements: dict[str, list[Measurement]] = {e: [] for e in engines}
+    busy_before, started = _cpu_busy_seconds(), time.perf_counter()
     for run in range(runs):
         order = list(engines[run % len(engines) :]) + list(engines[: run % len(engines)])
         for engine in order:
             out = work_dir / f"{size_label(rows)}-{fmt}" / engine
-            m = measure(engine, run, left, right, out, fmt, expected, memory_limit, timeout_s)
+            m = measure(
+                engine, run, left, right, out, fmt, expected, memory_limit, timeout_s, launcher
+            )
             measurements[engine].append(m)
             flag = "" if m.status == OK else f"  {m.status} {m.note}"
             log(
                 f"  {size_label(rows):>5} {fmt:<7} run {run + 1}/{runs} {engine:<10} "
                 f"{m.wall_s:8.2f} s {_fmt_bytes(m.peak_rss_bytes):>10}{flag}"
             )
+    other_load = None
+    busy_after, elapsed = _cpu_busy_seconds(), time.perf_counter() - started
+    if busy_before is not None and busy_after is not None and elapsed > 0:
+        ours = sum(m.cpu_s for runs_ in measurements.values() for m in runs_)
+        cores = _usable_cores()
+        other_load = max(0.0, (busy_after - busy_before - ours) / (elapsed * cores))
     baseline, results = summarise(measurements)
     return CaseResult(
         size=size_label(rows),
@@ -451,10 +521,28 @@ def run_case(
         engines=results,
         cache_warmed=warmed,
         input_bytes=left.stat().st_size + right.stat().st_size,
+        other_load=other_load,
     )
 
 
 # ----------------------------------------------------------------------------- reporting
+
+
+def _cpu_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):  # pragma: no cover - not Linux
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _total_memory() -> int:
@@ -475,10 +563,7 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 1
+    usable = _usable_cores()
     versions: dict[str, str | None] = {}
     for package in ("kalla", "datafusion", "pyarrow", "duckdb", "polars", "pandas", "datacompy"):
         try:
@@ -502,7 +587,9 @@ def _fmt_bytes(n: int | None) -> str:
         return "–"
     if n >= 2**30:
         return f"{n / 2**30:.2f} GiB"
-    return f"{n / 2**20:.0f} MiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB"
 
 
 def _fmt_s(s: float | None) -> str:
@@ -528,6 +615,7 @@ def render_markdown(report: dict[str, Any], cases: Sequence[CaseResult]) -> str:
         f"load average at start {_fmt_load(m['load_average'])}, "
         f"at end {_fmt_load(report.get('load_average_end'))}.",
         "",
+        *_busy_warning(cases),
         "Whole-process wall time (median, min–max over runs), ratio to the baseline "
         "(median of per-run ratios, so drift cancels; < 1 is faster), peak RSS (largest "
         "over runs). Counts are matched / unmatched left / unmatched right; an engine whose "
@@ -544,6 +632,11 @@ def render_markdown(report: dict[str, Any], cases: Sequence[CaseResult]) -> str:
             f"Expected counts {_fmt_counts(case.expected)}; ratios to "
             f"**{case.baseline or 'none (no baseline ran correctly)'}**"
             + ("" if case.cache_warmed else "; inputs too large to pre-warm the page cache")
+            + (
+                ""
+                if case.other_load is None
+                else f"; other processes used {case.other_load:.0%} of the cores meanwhile"
+            )
             + "."
         )
         lines.append("")
@@ -571,6 +664,22 @@ def render_markdown(report: dict[str, Any], cases: Sequence[CaseResult]) -> str:
     lines.append(f"Reproduce: `{report['command']}`")
     lines.append("")
     return "\n".join(lines)
+
+
+BUSY_SHARE = 0.10
+
+
+def _busy_warning(cases: Sequence[CaseResult]) -> list[str]:
+    """A warning when other processes used a noticeable share of the cores meanwhile."""
+    worst = max((c.other_load for c in cases if c.other_load is not None), default=0.0)
+    if worst <= BUSY_SHARE:
+        return []
+    return [
+        f"> **Busy machine**: other processes used up to {worst:.0%} of the cores while "
+        "engines ran; seconds are inflated and noisy, ratios less so. Rerun on a quiet "
+        "machine before quoting.",
+        "",
+    ]
 
 
 def _fmt_load(load: Sequence[float] | None) -> str:
@@ -656,9 +765,20 @@ def run_bench(
         cases = []
         for fmt in formats:
             log(f"{size_label(rows)}/side, {fmt}: {', '.join(chosen)} × {runs} runs")
-            case = run_case(
-                rows, fmt, chosen, runs, size_dir, work_dir, expected, limit, timeout_s, log
-            )
+            with Launcher() as launcher:
+                case = run_case(
+                    rows,
+                    fmt,
+                    chosen,
+                    runs,
+                    size_dir,
+                    work_dir,
+                    expected,
+                    limit,
+                    timeout_s,
+                    log,
+                    launcher,
+                )
             cases.append(case)
         all_cases.extend(cases)
         report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

@@ -24,7 +24,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionContext
 
@@ -345,6 +344,8 @@ class _Run:
             ) from None
         order = [n for n in unified.names if n != "match_pass"] + ["match_pass"]
         unified = pa.schema([unified.field(n) for n in order])
+        import pyarrow.dataset as pads  # lazy: it costs ~0.2 s of start-up (and loads pandas)
+
         dataset = pads.dataset([str(p) for p in parts], schema=unified, format="parquet")
         with pq.ParquetWriter(target, unified, compression="zstd") as writer:
             for batch in dataset.to_batches():

@@ -22,7 +22,7 @@ ENGINES: dict[str, str] = {
 #: What each peer does, for reports and ``--help``.
 DESCRIPTIONS: dict[str, str] = {
     "duckdb": "DuckDB SQL: join + two ANTI JOINs, COPY TO Parquet (zstd); CSV loaded as tables",
-    "polars": "Polars lazy: join + filter, anti joins on the matched keys, sink_parquet x3",
+    "polars": "Polars lazy: join + filter, anti joins on matched keys, one collect_all, 3 writes",
     "datafusion": "raw DataFusion SQL, default settings: join + two NOT EXISTS, write_parquet",
     "pandas": "pandas merge on Arrow-backed decimals, isin anti joins, to_parquet",
     "datacompy": "datacompy PandasCompare(join invoice_id, abs_tol=0.02), outputs from its rows",
