@@ -1,0 +1,134 @@
+"""``create_app()``: the REST API over the metadata store, with run dispatch and recovery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kalla import __version__
+from kalla.app import openapi
+from kalla.app.api import ROUTERS
+from kalla.app.deps import AppState
+from kalla.app.dispatch import make_dispatcher
+from kalla.app.errors import UnauthorizedError
+from kalla.app.lifecycle import Lifecycle
+from kalla.app.storage import Database
+from kalla.errors import ConfigError, KallaError
+from kalla.settings import Settings, get_settings
+
+log = logging.getLogger("kalla.app")
+
+
+def _problems(exc: RequestValidationError) -> list[str]:
+    problems = []
+    for item in exc.errors():
+        loc = [str(p) for p in item.get("loc", ())]
+        if item.get("type") == "json_invalid":
+            problems.append(
+                f"request body is not valid JSON: {(item.get('ctx') or {}).get('error', '')}"
+            )
+            continue
+        where = ".".join(loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc)
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{loc[0] + ' ' if loc else ''}{where}: {message}" if where else message)
+    return problems
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse configurations that cannot work: single mode without a callback secret."""
+    if settings.worker_url and settings.callback_secret is None:
+        raise ConfigError(
+            "WORKER_URL is set (single mode) but KALLA_CALLBACK_SECRET is not: the app could "
+            "not verify the worker's callbacks; set the same secret on both"
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app. Migrations run, and runs left in flight are settled, when it starts."""
+    settings = settings or get_settings()
+    check_settings(settings)
+    db = Database(settings.database_url)
+    lifecycle = Lifecycle(db)
+    dispatcher = make_dispatcher(db, lifecycle, settings)
+    state = AppState(settings=settings, db=db, lifecycle=lifecycle, dispatcher=dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(db.migrate)
+        await anyio.to_thread.run_sync(dispatcher.start)
+        log.info("kalla app ready (%s mode)", dispatcher.mode)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(dispatcher.stop)
+            db.dispose()
+
+    app = FastAPI(
+        title="Kalla",
+        version=__version__,
+        summary="Reconciliation app: sources, recipes, runs and their results (docs/app.md).",
+        lifespan=lifespan,
+    )
+    app.state.kalla = state
+    for router in ROUTERS:
+        app.include_router(router)
+    openapi.install(app)
+
+    @app.exception_handler(KallaError)
+    async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = _problems(exc)
+        body = {
+            "error": f"invalid request ({len(problems)} problem(s))",
+            "kind": "request",
+            "problems": problems,
+        }
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = {"error": str(exc.detail), "kind": "http", "problems": []}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refuses what SQLite stores: NUL characters in text, out-of-range numbers
+        log.info("%s %s: value refused by the database", request.method, request.url.path)
+        body = {
+            "error": "a value in the request cannot be stored (text with NUL characters, "
+            "or a number out of range)",
+            "kind": "request",
+            "problems": [],
+        }
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        body = {"error": "internal error; see the app log", "kind": "internal", "problems": []}
+        return JSONResponse(body, status_code=500)
+
+    @app.get("/health", response_class=PlainTextResponse, tags=["health"])
+    def health() -> str:
+        """200 while the app is up."""
+        return "ok\n"
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

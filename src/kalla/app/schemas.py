@@ -1,0 +1,155 @@
+"""API models, named by role: ``…Create`` comes in, ``…Public`` goes out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+MAX_INT = 2**31 - 1  # ids, versions and offsets fit a 32-bit INTEGER column everywhere
+
+
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(no_nul)]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    kind: str = "error"
+    problems: list[str] = Field(default_factory=list)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class Column(BaseModel):
+    name: str
+    type: str
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+class SourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    uri: Text = Field(
+        min_length=1,
+        max_length=4000,
+        description="postgres://, mysql:// or s3:// URI; a password may be written as "
+        "${ENV_NAME}. Stored as given, always shown redacted.",
+    )
+    description: Text = Field(default="", max_length=4000)
+
+
+class SourcePublic(BaseModel):
+    id: int
+    name: str
+    type: str
+    uri: str = Field(description="redacted: credentials are shown as ***")
+    description: str
+    created_at: datetime
+
+
+class SourceTest(BaseModel):
+    ok: bool = Field(description="false when the source cannot be read; ``error`` says why")
+    source: SourcePublic
+    columns: list[Column]
+    sample: list[dict[str, Any]]
+    error: str | None = None
+
+
+# --- recipes --------------------------------------------------------------------------------
+
+
+class RecipeVersionPublic(BaseModel):
+    recipe_id: str
+    version: int
+    name: str
+    sha256: str = Field(description="sha256 of the recipe's canonical JSON")
+    created_at: datetime
+
+
+class RecipePublic(RecipeVersionPublic):
+    versions: int = Field(description="how many versions this recipe has")
+    recipe: dict[str, Any] = Field(description="the recipe (seed shape), URIs redacted")
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe_id: Text = Field(min_length=1, max_length=200)
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="recipe version; the latest when omitted"
+    )
+
+
+class RunCounts(BaseModel):
+    matched: int | None = None
+    unmatched_left: int | None = None
+    unmatched_right: int | None = None
+    ambiguous_left: int | None = None
+    ambiguous_right: int | None = None
+    ambiguous: int | None = None
+
+
+class RunTimings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    seconds: float | None = Field(default=None, description="started → finished")
+    stages: dict[str, float] = Field(
+        default_factory=dict, description="seconds per stage, from the manifest"
+    )
+
+
+class RunPublic(BaseModel):
+    id: str
+    recipe_id: str
+    recipe_version: int
+    status: str = Field(description="queued | running | completed | failed")
+    stage: str = Field(description="queued | staging | matching | done | failed")
+    progress: float = Field(description="0..1 over staging and matching")
+    mode: str = Field(description="embedded | worker")
+    attempts: int
+    counts: RunCounts
+    error: str | None
+    timings: RunTimings
+    results: dict[str, str] = Field(description="output name → results URL (completed runs)")
+    manifest: dict[str, Any] | None = None
+
+
+class RunEventPublic(BaseModel):
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class ResultPage(BaseModel):
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    total: int = Field(description="rows matching the filter")
+    offset: int
+    limit: int
+
+
+class CallbackAck(BaseModel):
+    run_id: str
+    outcome: str = Field(description="applied | ignored | duplicate")
+    status: str
