@@ -218,3 +218,20 @@ def test_expected_columns_allow_extra_columns(tmp_path: Path) -> None:
         str(path), alias="p", staging_dir=tmp_path / "s", expected_columns=["c", "a"]
     )
     assert staged.schema.names == ["a", "b", "c"]
+
+
+class Cancelled(Exception):
+    pass
+
+
+def test_an_exception_from_progress_stops_staging(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n" + "".join(f"{i},x{i}\n" for i in range(300_000)))
+
+    def cancel(fraction: float) -> None:
+        if fraction > 0.0:
+            raise Cancelled("run cancelled")
+
+    with pytest.raises(Cancelled):
+        stage_source(str(path), alias="a", staging_dir=tmp_path / "s", progress=cancel)
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())

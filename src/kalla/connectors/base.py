@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -45,35 +46,35 @@ class StagedSource:
 
 
 class Progress:
-    """Wraps an optional ``ProgressFn``: never goes backwards, maps sub-steps onto a range."""
+    """Wraps an optional ``ProgressFn``: never goes backwards, maps sub-steps onto a range.
 
-    def __init__(
-        self,
-        fn: ProgressFn | None,
-        start: float = 0.0,
-        end: float = 1.0,
-        *,
-        _last: list[float] | None = None,
-    ) -> None:
+    Readers may report from their own threads (a download's parts, pyarrow's reader); a lock
+    shared by every part keeps the calls one at a time and in increasing order. An exception
+    from the callback (e.g. a cancelled job) propagates out of staging.
+    """
+
+    def __init__(self, fn: ProgressFn | None, start: float = 0.0, end: float = 1.0) -> None:
         self._fn = fn
         self._start = start
         self._end = end
-        self._last = _last if _last is not None else [-1.0]  # shared by every part
+        self._state: list[float] = [-1.0]  # last value sent; shared by every part
+        self._lock = threading.Lock()
 
     def __call__(self, fraction: float) -> None:
         if self._fn is None:
             return
         value = self._start + (self._end - self._start) * min(max(fraction, 0.0), 1.0)
-        if value > self._last[0]:
-            self._last[0] = value
-            self._fn(value)
+        with self._lock:
+            if value > self._state[0]:
+                self._state[0] = value
+                self._fn(value)
 
     def part(self, start: float, end: float) -> Progress:
         """A progress for a sub-step covering ``start..end`` of this one."""
         span = self._end - self._start
-        return Progress(
-            self._fn, self._start + span * start, self._start + span * end, _last=self._last
-        )
+        sub = Progress(self._fn, self._start + span * start, self._start + span * end)
+        sub._state, sub._lock = self._state, self._lock
+        return sub
 
 
 class Connector(ABC):
@@ -81,13 +82,19 @@ class Connector(ABC):
 
     kind: ClassVar[str]
     """Short name of the source kind, shown in messages ("csv", "postgres", …)."""
+    fetch_share: ClassVar[float] = 0.0
+    """Share of the progress bar that ``prepare`` covers (a download); 0 when it does nothing."""
 
     def __init__(self, uri: str, *, alias: str) -> None:
         self.uri = uri  # may hold ${ENV} references or secrets: never show it
         self.alias = alias
         self.display_uri = redact_uri(uri)
+        self.staging_dir: Path = get_settings().staging_path  # set by ``stage``
 
     # ---- hooks ------------------------------------------------------------------------
+
+    def prepare(self, progress: Progress) -> None:  # noqa: B027 - optional hook
+        """Bring a remote source close (e.g. download an S3 object into the staging dir)."""
 
     @abstractmethod
     def columns(self) -> list[str]:
@@ -108,6 +115,9 @@ class Connector(ABC):
         """``(path, schema, rows)`` when the source already is a Parquet file to register."""
         return None
 
+    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing open
+        """Release what the hooks opened (a database connection); called once staging ends."""
+
     # ---- the flow ---------------------------------------------------------------------
 
     def stage(
@@ -120,27 +130,33 @@ class Connector(ABC):
     ) -> StagedSource:
         report = Progress(progress)
         report(0.0)
-        if expected_columns:
-            check_expected_columns(
-                self.columns(), expected_columns, alias=self.alias, uri=self.display_uri
-            )
-        pushed: tuple[Any, ...] = ()
-        if filters and isinstance(self, SupportsFilterPushdown):
-            pushed = tuple(self.pushdown(filters))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-hash") as pool:
-            source_fp: Future[dict[str, object] | None] = pool.submit(self.source_fingerprint)
-            placed = self.in_place()
-            if placed is not None:
-                path, schema, rows = placed
-            else:
-                table = self.read(report.part(0.0, 0.85), pushed)
-                path = staged_path(staging_dir, self.alias)
-                write_parquet_atomic(table, path)
-                schema, rows = table.schema, table.num_rows
-                del table
-            fingerprint = source_fp.result()
-        if fingerprint is None:
-            fingerprint = {"kind": "table", "rows": rows, "content_sha256": file_sha256(path)}
+        if staging_dir is not None:
+            self.staging_dir = Path(staging_dir)
+        try:
+            self.prepare(report.part(0.0, self.fetch_share))
+            if expected_columns:
+                check_expected_columns(
+                    self.columns(), expected_columns, alias=self.alias, uri=self.display_uri
+                )
+            pushed: tuple[Any, ...] = ()
+            if filters and isinstance(self, SupportsFilterPushdown):
+                pushed = tuple(self.pushdown(filters))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-hash") as pool:
+                source_fp: Future[dict[str, object] | None] = pool.submit(self.source_fingerprint)
+                placed = self.in_place()
+                if placed is not None:
+                    path, schema, rows = placed
+                else:
+                    table = self.read(report.part(self.fetch_share, 0.85), pushed)
+                    path = staged_path(self.staging_dir, self.alias)
+                    write_parquet_atomic(table, path)
+                    schema, rows = table.schema, table.num_rows
+                    del table
+                fingerprint = source_fp.result()
+            if fingerprint is None:
+                fingerprint = {"kind": "table", "rows": rows, "content_sha256": file_sha256(path)}
+        finally:
+            self.close()
         report(1.0)
         return StagedSource(
             alias=self.alias,
@@ -219,9 +235,8 @@ def file_fingerprint(path: Path) -> dict[str, object]:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def staged_path(staging_dir: Path | None, alias: str) -> Path:
+def staged_path(root: Path, alias: str) -> Path:
     """``<staging>/<alias>-<short id>.parquet``; the alias is sanitised so it cannot escape."""
-    root = Path(staging_dir) if staging_dir is not None else get_settings().staging_path
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

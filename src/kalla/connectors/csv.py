@@ -31,16 +31,17 @@ _PARSE = pacsv.ParseOptions(newlines_in_values=True)
 class CsvConnector(Connector):
     kind = "csv"
 
-    def __init__(self, uri: str, *, alias: str, path: Path) -> None:
+    def __init__(self, uri: str, *, alias: str, path: Path, shown: str | None = None) -> None:
         super().__init__(uri, alias=alias)
         self.path = path
-        self.label = f"source '{alias}' ({path})"
+        self.shown = shown or str(path)  # what messages call the file (an S3 URI for a fetch)
+        self.label = f"source '{alias}' ({self.shown})"
         self._names: list[str] | None = None
 
     def columns(self) -> list[str]:
         if self._names is None:
             self._names = read_header(self.path, label=self.label)
-            check_unique_columns(self._names, alias=self.alias, uri=str(self.path))
+            check_unique_columns(self._names, alias=self.alias, uri=self.shown)
         return self._names
 
     def read(self, progress: Progress, filters: Any = ()) -> pa.Table:

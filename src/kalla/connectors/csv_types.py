@@ -71,6 +71,20 @@ def infer_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column
 
 
+def exact_decimal(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Decimal text (a database numeric read as text) as the smallest exact decimal128.
+
+    Unlike ``infer_column`` whole numbers become decimal(p, 0), not int64: the source said
+    numeric. Values that fit no decimal128 (NaN, over 38 digits) keep the column text.
+    """
+    if len(column) == column.null_count or not _all_match(column, _DECIMAL):
+        return column
+    decimal = _decimal_type(column, need_point=False)
+    if decimal is None:
+        return column
+    return _cast_or_keep(_unplus(column), decimal, fallback=column)
+
+
 def _sample(column: pa.ChunkedArray) -> list[str]:
     values: list[str] = []
     for chunk in column.chunks:
@@ -92,7 +106,7 @@ def _all_match(column: pa.ChunkedArray, pattern: str) -> bool:
     return bool(pc.all(matched, skip_nulls=True, min_count=0).as_py())
 
 
-def _decimal_type(column: pa.ChunkedArray) -> pa.DataType | None:
+def _decimal_type(column: pa.ChunkedArray, *, need_point: bool = True) -> pa.DataType | None:
     """decimal128(p, s) holding every value exactly, or None when it needs more than 38 digits."""
     digits = pc.utf8_ltrim(column, "+-")
     length = pc.utf8_length(digits)
@@ -100,7 +114,7 @@ def _decimal_type(column: pa.ChunkedArray) -> pa.DataType | None:
     has_point = pc.greater_equal(point, 0)
     after = pc.if_else(has_point, pc.subtract(pc.subtract(length, point), 1), 0)
     before = pc.if_else(has_point, point, length)
-    if not pc.any(has_point).as_py():
+    if need_point and not pc.any(has_point).as_py():
         return None  # integers too long for int64: text, as the rules say
     scale = int(pc.max(after).as_py() or 0)
     integer_digits = int(pc.max(before).as_py() or 0)

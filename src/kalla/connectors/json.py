@@ -65,7 +65,7 @@ class JsonConnector(Connector):
             if not isinstance(record, dict):
                 raise SourceError(
                     f"{self.label}: {where} {number} is not a JSON object "
-                    f"(each record must be {{\"column\": value, ...}})"
+                    f'(each record must be {{"column": value, ...}})'
                 )
         return [record for _, record in items]
 

@@ -29,9 +29,10 @@ def is_parquet_file(path: Path) -> bool:
 class ParquetConnector(Connector):
     kind = "parquet"
 
-    def __init__(self, uri: str, *, alias: str, path: Path) -> None:
+    def __init__(self, uri: str, *, alias: str, path: Path, shown: str | None = None) -> None:
         super().__init__(uri, alias=alias)
         self.path = path
+        self.shown = shown or str(path)  # what messages call the file (an S3 URI for a fetch)
         self._metadata: pq.FileMetaData | None = None
 
     def _footer(self) -> pq.FileMetaData:
@@ -40,7 +41,7 @@ class ParquetConnector(Connector):
                 self._metadata = pq.read_metadata(self.path)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise SourceError(
-                    f"source '{self.alias}' ({self.path}): not a readable Parquet file: {exc}"
+                    f"source '{self.alias}' ({self.shown}): not a readable Parquet file: {exc}"
                 ) from exc
         return self._metadata
 
@@ -49,7 +50,7 @@ class ParquetConnector(Connector):
 
     def columns(self) -> list[str]:
         names = list(self.schema().names)
-        check_unique_columns(names, alias=self.alias, uri=str(self.path))
+        check_unique_columns(names, alias=self.alias, uri=self.shown)
         return names
 
     def in_place(self) -> tuple[Path, pa.Schema, int]:

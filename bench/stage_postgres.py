@@ -1,0 +1,92 @@
+"""Staging rate from PostgreSQL: the bench's invoices table (1M rows) → staged Parquet.
+
+    .venv/bin/python bench/stage_postgres.py [--rows 1000000] [--partitions 1 2 4] [--repeat 3]
+
+Loads the workload's invoices (text key, numeric(12,2) amounts, dates) into database
+``kalla_bench_stage`` on $KALLA_BENCH_PG (default postgres://postgres@127.0.0.1:5432) once,
+then times ``stage_source`` end to end — catalog, parallel connectorx read, exact decimal
+casts, Parquet write, content hash — and reports rows/s (target: ≥ 1.2M rows/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from kalla.bench.generate import generate
+from kalla.connectors import stage_source
+
+DATABASE = "kalla_bench_stage"
+SERVER = os.environ.get("KALLA_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+
+
+def ensure_table(rows: int) -> None:
+    """Create and fill ``invoices`` unless it already holds ``rows`` rows."""
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if exists.fetchone() is None:
+            admin.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(f"{SERVER}/{DATABASE}", autocommit=True) as conn:
+        try:
+            count = conn.execute("SELECT count(*) FROM invoices").fetchone()
+            if count is not None and count[0] == rows:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        print(f"loading {rows:,} invoices …", flush=True)
+        invoices, _ = generate(rows)
+        conn.execute("DROP TABLE IF EXISTS invoices")
+        conn.execute(
+            "CREATE TABLE invoices (invoice_id text PRIMARY KEY, customer_id text NOT NULL,"
+            " amount numeric(12,2) NOT NULL, currency text NOT NULL, issue_date date NOT NULL,"
+            " description text NOT NULL)"
+        )
+        buffer = io.BytesIO()
+        pacsv.write_csv(invoices, buffer)
+        with (
+            conn.cursor() as cursor,
+            cursor.copy("COPY invoices FROM STDIN (FORMAT csv, HEADER true)") as copy,
+        ):
+            copy.write(buffer.getvalue())
+        conn.execute("VACUUM ANALYZE invoices")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    ensure_table(args.rows)
+    with tempfile.TemporaryDirectory(prefix="kalla-stage-bench-") as tmp:
+        staging = Path(tmp)
+        for partitions in args.partitions:
+            uri = f"{SERVER}/{DATABASE}?table=invoices&partitions={partitions}"
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                staged = stage_source(uri, alias="invoices", staging_dir=staging)
+                times.append(time.perf_counter() - start)
+                staged.path.unlink()
+            assert staged.row_count == args.rows
+            assert staged.schema.field("amount").type == pa.decimal128(12, 2)
+            best, median = min(times), statistics.median(times)
+            print(
+                f"partitions={partitions}: median {median:.2f} s "
+                f"({args.rows / median / 1e6:.2f}M rows/s), best {best:.2f} s "
+                f"({args.rows / best / 1e6:.2f}M rows/s)",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

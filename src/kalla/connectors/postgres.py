@@ -1,0 +1,222 @@
+"""PostgreSQL tables: ``postgres://user:pass@host:5432/db?table=[schema.]name``.
+
+Catalog and filter literals through psycopg; data through connectorx in parallel ranges of
+heap pages (``ctid``, a TID range scan: each partition reads only its own pages, whatever the
+key), or of an integer column named by ``?partition_on=`` or the integer primary key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from kalla.connectors.sql_table import (
+    Catalog,
+    Column,
+    ConnectionInfo,
+    SqlTableConnector,
+)
+from kalla.errors import MissingDependencyError, SourceError, SourceUnavailableError
+
+# data_type (information_schema) → kind; types not listed are read as text.
+_KINDS = {
+    "smallint": "int",
+    "integer": "int",
+    "bigint": "int",
+    "numeric": "decimal",
+    "real": "float",
+    "double precision": "float",
+    "text": "text",
+    "character varying": "text",
+    "character": "text",
+    "uuid": "text",
+    "date": "date",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamp",
+    "boolean": "bool",
+    "json": "other",
+    "jsonb": "other",
+    "bytea": "other",
+}
+
+# TID range scans (PostgreSQL 14+) make ctid partitions read only their own pages.
+_TID_RANGE_SCAN_VERSION = 140000
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "PostgreSQL sources need the 'postgres' extra: pip install 'kalla[postgres]'"
+        ) from exc
+    return psycopg
+
+
+class PostgresConnector(SqlTableConnector):
+    kind = "postgres"
+    product = "PostgreSQL"
+    extra = "postgres"
+    default_port = 5432
+    cx_scheme = "postgresql"
+    driver_options = ("sslmode",)
+    # Read as they are; char(n) goes through ::text, which drops its blank padding.
+    native_types = frozenset(_KINDS) - {"character"}
+
+    def _connect(self, info: ConnectionInfo) -> Any:
+        psycopg = _psycopg()
+        try:
+            conn = psycopg.connect(
+                host=info.host,
+                port=info.port,
+                user=info.user,
+                password=info.password,
+                dbname=info.database,
+                connect_timeout=10,
+                autocommit=True,
+                application_name="kalla",
+                **info.options,
+            )
+        except psycopg.OperationalError as exc:
+            raise self._connect_error(exc) from None
+        conn.read_only = True
+        return conn
+
+    def _connect_error(self, exc: Any) -> SourceError:
+        info = self.info()
+        text = self.scrub(str(exc)).strip()
+        state = getattr(exc, "sqlstate", None)
+        lowered = text.lower()
+        if state == "3D000" or ("database" in lowered and "does not exist" in lowered):
+            return SourceError(
+                f"{self.label}: database '{info.database}' does not exist on {self.where()}"
+            )
+        if (
+            state in ("28P01", "28000")
+            or "authentication failed" in lowered
+            or ("role" in lowered and "does not exist" in lowered)
+        ):
+            return SourceUnavailableError(
+                f"{self.label}: PostgreSQL at {self.where()} refused the login for user "
+                f"'{info.user}' (wrong user or password)"
+            )
+        reason = "connection refused; is the server running?"
+        if "timeout" in lowered:
+            reason = "connection timed out"
+        elif "could not translate host name" in lowered or "name or service" in lowered:
+            reason = f"unknown host '{info.host}'"
+        elif "refused" not in lowered:
+            reason = text.splitlines()[0] if text else "connection failed"
+        return SourceUnavailableError(
+            f"{self.label}: cannot reach PostgreSQL at {self.where()}: {reason}"
+        )
+
+    def _catalog(self, conn: Any) -> Catalog:
+        from psycopg import sql
+
+        name = (
+            sql.Identifier(self.schema_name, self.table_name)
+            if self.schema_name
+            else sql.Identifier(self.table_name)
+        ).as_string(conn)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::bigint,"
+                    " pg_relation_size(c.oid) / current_setting('block_size')::int"
+                    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.oid = to_regclass(%s)",
+                    (name,),
+                )
+                found = cursor.fetchone()
+                if found is None:
+                    cursor.execute(
+                        "SELECT table_schema, table_name FROM information_schema.tables"
+                        " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+                    )
+                    tables = [t if s == "public" else f"{s}.{t}" for s, t in cursor.fetchall()]
+                    wanted = f"{self.schema_name}.{self.table_name}".lstrip(".")
+                    raise self.missing_table(tables, wanted)
+                oid, schema, table, relkind, reltuples, blocks = found
+                cursor.execute(
+                    "SELECT column_name, data_type, numeric_precision, numeric_scale"
+                    " FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                    (schema, table),
+                )
+                rows = cursor.fetchall()
+                cursor.execute(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a"
+                    " ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                    " WHERE i.indrelid = %s AND i.indisprimary",
+                    (oid,),
+                )
+                key = tuple(r[0] for r in cursor.fetchall())
+        except SourceError:
+            raise
+        except Exception as exc:
+            message = f"{self.label}: cannot read the catalog: {self.scrub(str(exc))}"
+            raise SourceError(message) from None
+        if not rows:
+            raise SourceError(f"{self.label}: no readable columns in {schema}.{table}")
+        columns = tuple(
+            Column(
+                name=column,
+                data_type=data_type,
+                kind=_KINDS.get(data_type, "other"),
+                precision=precision if data_type == "numeric" else None,
+                scale=scale if data_type == "numeric" else None,
+            )
+            for column, data_type, precision, scale in rows
+        )
+        physical = (
+            int(blocks or 0)
+            if relkind in ("r", "m") and conn.info.server_version >= _TID_RANGE_SCAN_VERSION
+            else 0
+        )
+        estimate = int(reltuples) if reltuples is not None and reltuples >= 0 else physical * 50
+        return Catalog(schema, table, columns, estimate, key, physical)
+
+    def _literal(self, conn: Any, value: Any) -> str:
+        from psycopg import sql
+
+        return str(sql.Literal(value).as_string(conn))
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def _filter_target(self, column: Column) -> str:
+        name = self.quote(column.name)
+        if column.data_type in ("text", "character varying", "character"):
+            return f'{name} COLLATE "C"'  # byte order for < and >, as the engine orders text
+        return name
+
+    def _text_expr(self, name: str) -> str:
+        return f"{name}::text"
+
+    def _scaled_expr(self, name: str, scale: int) -> str:
+        return f"({name} * {10**scale})::int8"
+
+    def _target_type(self, column: Column) -> pa.DataType | None:
+        if column.data_type == "timestamp with time zone":
+            return pa.timestamp("us", tz="UTC")
+        if column.data_type == "timestamp without time zone":
+            return pa.timestamp("us")
+        return super()._target_type(column)
+
+    def _physical_ranges(self, catalog: Catalog, count: int) -> list[str] | None:
+        blocks = catalog.physical_blocks
+        if blocks < count * 8:
+            return None
+        step = (blocks + count - 1) // count
+        edges = [step * i for i in range(1, count) if step * i < blocks]
+        ranges = []
+        for start, end in zip([None, *edges], [*edges, None], strict=True):
+            parts = []
+            if start is not None:
+                parts.append(f"ctid >= '({start},0)'::tid")
+            if end is not None:
+                parts.append(f"ctid < '({end},0)'::tid")
+            ranges.append(" AND ".join(parts))
+        return ranges

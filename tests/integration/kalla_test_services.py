@@ -1,0 +1,77 @@
+"""Helpers for integration tests that use real services (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+PG_SERVER = os.environ.get("KALLA_TEST_PG", "postgres://postgres@127.0.0.1:5432")
+MYSQL_HOST = os.environ.get("KALLA_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("KALLA_TEST_MYSQL_PORT", "3306"))
+
+
+@dataclass(frozen=True)
+class Database:
+    """A scratch database: ``uri`` is the server URI with the database, without ``?table``."""
+
+    name: str
+    uri: str
+
+    def table_uri(self, table: str, **options: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {"table": table, **options}.items())
+        return f"{self.uri}?{query}"
+
+
+def pg_execute(database: Database, *statements: str | tuple[str, Any]) -> None:
+    """Run statements (or ``(sql, params)`` pairs) in the scratch database."""
+    import psycopg
+
+    with psycopg.connect(database.uri, autocommit=True) as conn:
+        for statement in statements:
+            if isinstance(statement, tuple):
+                sql, params = statement
+                with conn.cursor() as cursor:
+                    cursor.executemany(sql, params)
+            else:
+                conn.execute(statement)
+
+
+def mysql_execute(database: Database, *statements: str | tuple[str, Any]) -> None:
+    import pymysql
+
+    conn = pymysql.connect(
+        host=MYSQL_HOST,
+        port=MYSQL_PORT,
+        user="root",
+        password="",
+        database=database.name,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    try:
+        with conn.cursor() as cursor:
+            for statement in statements:
+                if isinstance(statement, tuple):
+                    cursor.executemany(*statement)
+                else:
+                    cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    client: Any
+
+    def put(self, key: str, body: bytes) -> str:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+        return f"s3://{self.name}/{key}"

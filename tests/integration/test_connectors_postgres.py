@@ -1,0 +1,259 @@
+"""PostgreSQL staging against the real server: types, partitions, filters, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from kalla_test_services import Database, pg_execute
+
+from kalla.connectors import connector_for, stage_source
+from kalla.errors import SourceError, SourceUnavailableError
+
+pytestmark = pytest.mark.postgres
+
+
+def Filter(column: str, op: str, value: object) -> SimpleNamespace:
+    """Duck-typed FilterCondition (column/op/value), as the connectors accept it."""
+    return SimpleNamespace(column=column, op=op, value=value)
+
+
+@pytest.fixture
+def invoices(pg_database: Database) -> Database:
+    pg_execute(
+        pg_database,
+        "CREATE SCHEMA ledger",
+        "CREATE TABLE ledger.invoices (invoice_id text PRIMARY KEY, seq bigint NOT NULL,"
+        " customer text, amount numeric(12,2), rate numeric(30,12), raw numeric,"
+        " code char(5), issued date, posted timestamp, posted_tz timestamptz,"
+        " paid boolean, span interval)",
+        (
+            "INSERT INTO ledger.invoices VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    f"INV-{i:05d}",
+                    i,
+                    "Zoë" if i % 2 else "O'Brien",
+                    Decimal(i) / 100,
+                    Decimal("123456789012345678.123456789012") if i == 1 else None,
+                    Decimal("1.123456789012345") if i == 1 else Decimal(i),
+                    "AB" if i == 1 else None,
+                    dt.date(2024, 1, 1) + dt.timedelta(days=i % 60),
+                    dt.datetime(2024, 1, 1, 12, 30, 15, 123456) if i == 1 else None,
+                    dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC) if i == 1 else None,
+                    i % 3 == 0,
+                    dt.timedelta(days=1) if i == 1 else None,
+                )
+                for i in range(1, 3001)
+            ],
+        ),
+        "ANALYZE ledger.invoices",
+    )
+    return pg_database
+
+
+def test_types_are_exact(tmp_path: Path, invoices: Database) -> None:
+    staged = stage_source(invoices.table_uri("ledger.invoices"), alias="inv", staging_dir=tmp_path)
+    assert staged.row_count == 3000
+    assert staged.fingerprint["kind"] == "table" and staged.fingerprint["rows"] == 3000
+    assert "content_sha256" in staged.fingerprint
+    types = {f.name: f.type for f in staged.schema}
+    assert types == {
+        "invoice_id": pa.string(),
+        "seq": pa.int64(),
+        "customer": pa.string(),
+        "amount": pa.decimal128(12, 2),
+        "rate": pa.decimal128(30, 12),
+        "raw": pa.decimal128(19, 15),
+        "code": pa.string(),
+        "issued": pa.date32(),
+        "posted": pa.timestamp("us"),
+        "posted_tz": pa.timestamp("us", tz="UTC"),
+        "paid": pa.bool_(),
+        "span": pa.string(),
+    }
+    first = pq.read_table(staged.path).slice(0, 1).to_pylist()[0]
+    assert first["amount"] == Decimal("0.01")
+    assert first["rate"] == Decimal("123456789012345678.123456789012")
+    assert first["raw"] == Decimal("1.123456789012345")
+    assert first["code"] == "AB"  # char(5) padding dropped
+    assert first["posted"] == dt.datetime(2024, 1, 1, 12, 30, 15, 123456)
+    assert first["span"] == "1 day"
+    assert first["customer"] == "Zoë"
+
+
+@pytest.mark.parametrize(
+    "options", [{"partitions": "3"}, {"partitions": "4", "partition_on": "seq"}]
+)
+def test_partitioned_read_equals_single_read(
+    tmp_path: Path, invoices: Database, options: dict[str, str]
+) -> None:
+    uri = invoices.table_uri("ledger.invoices")
+    single = pq.read_table(stage_source(uri, alias="a", staging_dir=tmp_path).path)
+    connector = connector_for(invoices.table_uri("ledger.invoices", **options), alias="b")
+    assert connector.partition_count() == int(options["partitions"])  # type: ignore[attr-defined]
+    parts = pq.read_table(
+        stage_source(invoices.table_uri("ledger.invoices", **options), alias="b",
+                     staging_dir=tmp_path).path
+    )  # fmt: skip
+    assert parts.num_rows == single.num_rows == 3000
+    assert parts.sort_by("invoice_id").equals(single.sort_by("invoice_id"))
+
+
+def test_ctid_partitions_cover_a_table_without_integer_key(
+    tmp_path: Path, pg_database: Database
+) -> None:
+    pg_execute(
+        pg_database,
+        "CREATE TABLE wide AS SELECT 'K' || g AS k, repeat('x', 200) AS pad"
+        " FROM generate_series(1, 20000) g",
+    )
+    staged = stage_source(pg_database.table_uri("wide", partitions="4"), alias="w",
+                          staging_dir=tmp_path)  # fmt: skip
+    keys = pq.read_table(staged.path).column("k").to_pylist()
+    assert len(keys) == len(set(keys)) == 20000
+
+
+def test_staging_twice_gives_the_same_fingerprint(tmp_path: Path, invoices: Database) -> None:
+    uri = invoices.table_uri("ledger.invoices", partitions="3")
+    first = stage_source(uri, alias="a", staging_dir=tmp_path)
+    second = stage_source(uri, alias="a", staging_dir=tmp_path)
+    assert first.fingerprint == second.fingerprint
+    assert first.path != second.path
+
+
+def test_filters_are_pushed_down(tmp_path: Path, invoices: Database) -> None:
+    filters = [
+        Filter("amount", "gte", "10.00"),
+        Filter("issued", "between", ["2024-01-01", "2024-01-31"]),
+        Filter("customer", "in", ["O'Brien", "Nobody"]),
+        Filter("invoice_id", "like", "INV-01%"),
+        Filter("seq", "neq", 1002),
+        Filter("seq", "frobnicate", 1),  # not pushed: the engine names a bad op
+    ]
+    staged = stage_source(
+        invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path, filters=filters
+    )
+    assert staged.filters_applied == tuple(filters[:5])
+    table = pq.read_table(staged.path)
+    expected = [
+        i
+        for i in range(1000, 2000)
+        if i % 2 == 0 and (dt.date(2024, 1, 1) + dt.timedelta(days=i % 60)).month == 1
+        and i != 1002
+    ]  # fmt: skip
+    assert sorted(table.column("seq").to_pylist()) == expected
+
+
+def test_filter_values_are_quoted_not_pasted(tmp_path: Path, invoices: Database) -> None:
+    sneaky = "x' OR '1'='1"
+    staged = stage_source(
+        invoices.table_uri("ledger.invoices"),
+        alias="i",
+        staging_dir=tmp_path,
+        filters=[Filter("customer", "eq", sneaky), Filter("invoice_id", "eq", "a\\'; DROP")],
+    )
+    assert staged.row_count == 0
+    assert stage_source(invoices.table_uri("ledger.invoices"), alias="i",
+                        staging_dir=tmp_path).row_count == 3000  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        (Filter("ammount", "gt", 1), "unknown column 'ammount' (did you mean 'amount'?)"),
+        (Filter("amount", "gt", "lots"), "not a valid decimal"),
+        (Filter("issued", "eq", "31/01/2024"), "not a valid date"),
+        (Filter("amount", "between", [1]), "between needs [low, high]"),
+        (Filter("seq", "in", []), "in needs a non-empty list"),
+        (Filter("amount", "like", "1%"), "LIKE needs a text column"),
+    ],
+)
+def test_bad_filters_are_named(
+    tmp_path: Path, invoices: Database, condition: SimpleNamespace, message: str
+) -> None:
+    with pytest.raises(SourceError) as info:
+        stage_source(invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path,
+                     filters=[condition])  # fmt: skip
+    assert message in str(info.value)
+
+
+def test_expected_columns_checked_against_the_catalog(tmp_path: Path, invoices: Database) -> None:
+    with pytest.raises(SourceError, match=r"missing column 'Invoice ID' \(did you mean"):
+        stage_source(invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path,
+                     expected_columns=["Invoice ID", "amount"])  # fmt: skip
+
+
+def test_missing_table_suggests(tmp_path: Path, invoices: Database) -> None:
+    with pytest.raises(SourceError, match=r"table 'ledger.invoice' not found .*did you mean"):
+        stage_source(invoices.table_uri("ledger.invoice"), alias="i", staging_dir=tmp_path)
+
+
+def test_missing_table_option(invoices: Database) -> None:
+    with pytest.raises(SourceError, match=r"needs \?table=<name>"):
+        connector_for(invoices.uri, alias="i")
+
+
+def test_missing_database(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="database 'kalla_no_such_db' does not exist"):
+        stage_source("postgres://postgres@127.0.0.1:5432/kalla_no_such_db?table=t",
+                     alias="i", staging_dir=tmp_path)  # fmt: skip
+
+
+def test_server_down_never_shows_the_password(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailableError) as info:
+        stage_source("postgres://postgres:Sup3rSecret@127.0.0.1:1/db?table=t", alias="i",
+                     staging_dir=tmp_path)  # fmt: skip
+    assert "cannot reach PostgreSQL at 127.0.0.1:1" in str(info.value)
+    assert "Sup3rSecret" not in str(info.value)
+    assert "postgres:***@" in str(info.value)
+
+
+def test_unknown_role_is_a_login_error(tmp_path: Path, invoices: Database) -> None:
+    uri = invoices.table_uri("ledger.invoices").replace("postgres@", "kalla_nobody:pw@", 1)
+    with pytest.raises(SourceUnavailableError, match="refused the login for user 'kalla_nobody'"):
+        stage_source(uri, alias="i", staging_dir=tmp_path)
+
+
+def test_env_placeholders_resolve_at_staging_time_only(
+    tmp_path: Path, invoices: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = invoices.table_uri("ledger.invoices").replace(
+        "postgres@", "${KALLA_TEST_PG_USER}:${KALLA_TEST_PG_PASSWORD}@", 1
+    )
+    connector = connector_for(uri, alias="i")  # routing needs no secret
+    assert connector.display_uri.startswith("postgres://${KALLA_TEST_PG_USER}:***@")
+    with pytest.raises(SourceError, match="KALLA_TEST_PG_USER is not set"):
+        stage_source(uri, alias="i", staging_dir=tmp_path)
+    monkeypatch.setenv("KALLA_TEST_PG_USER", "postgres")
+    monkeypatch.setenv("KALLA_TEST_PG_PASSWORD", "s3cr3t/with:odd@chars")
+    staged = stage_source(uri, alias="i", staging_dir=tmp_path)
+    assert staged.row_count == 3000
+    assert "s3cr3t" not in staged.uri
+
+
+def test_empty_table_keeps_its_types(tmp_path: Path, pg_database: Database) -> None:
+    pg_execute(pg_database, "CREATE TABLE e (id bigint, amount numeric(10,3), d date)")
+    staged = stage_source(pg_database.table_uri("e", partitions="2"), alias="e",
+                          staging_dir=tmp_path)  # fmt: skip
+    assert staged.row_count == 0
+    assert staged.schema == pa.schema(
+        [("id", pa.int64()), ("amount", pa.decimal128(10, 3)), ("d", pa.date32())]
+    )
+
+
+def test_text_filters_compare_bytes_like_the_engine(tmp_path: Path, invoices: Database) -> None:
+    # Under a linguistic collation 'O'Brien' and 'Zoë' sort after 'a'; byte order (the
+    # engine's) puts every upper-case letter first.
+    staged = stage_source(
+        invoices.table_uri("ledger.invoices"),
+        alias="i",
+        staging_dir=tmp_path,
+        filters=[Filter("customer", "gt", "a")],
+    )
+    assert staged.row_count == 0
