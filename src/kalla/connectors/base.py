@@ -9,22 +9,22 @@ mixins ``SupportsFilterPushdown`` and ``SupportsPartitionedRead``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pyarrow as pa
 
 from kalla.connectors.uri import redact_uri
 from kalla.errors import OutputError, SourceError
+from kalla.hashing import Deferred, in_background, sha256_file
 from kalla.settings import get_settings
 from kalla.suggest import did_you_mean
 
@@ -41,7 +41,7 @@ class StagedSource:
     path: Path  # Parquet file to register (a local .parquet input is used where it lies)
     schema: pa.Schema
     row_count: int
-    fingerprint: dict[str, object]
+    fingerprint: Mapping[str, object]  # may still be computing (see kalla.hashing)
     filters_applied: tuple[Any, ...] = ()  # FilterConditions already applied by the source
 
 
@@ -141,20 +141,22 @@ class Connector(ABC):
             pushed: tuple[Any, ...] = ()
             if filters and isinstance(self, SupportsFilterPushdown):
                 pushed = tuple(self.pushdown(filters))
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-hash") as pool:
-                source_fp: Future[dict[str, object] | None] = pool.submit(self.source_fingerprint)
-                placed = self.in_place()
-                if placed is not None:
-                    path, schema, rows = placed
-                else:
-                    table = self.read(report.part(self.fetch_share, 0.85), pushed)
-                    path = staged_path(self.staging_dir, self.alias)
-                    write_parquet_atomic(table, path)
-                    schema, rows = table.schema, table.num_rows
-                    del table
+            source_fp = in_background(self.source_fingerprint)
+            placed = self.in_place()
+            fingerprint: Mapping[str, object] | None
+            if placed is not None:
+                # registered where it lies: let the engine start while the file is hashed
+                path, schema, rows = placed
+                fingerprint = Deferred(cast("Future[Mapping[str, object]]", source_fp))
+            else:
+                table = self.read(report.part(self.fetch_share, 0.85), pushed)
+                path = staged_path(self.staging_dir, self.alias)
+                write_parquet_atomic(table, path)
+                schema, rows = table.schema, table.num_rows
+                del table
                 fingerprint = source_fp.result()
             if fingerprint is None:
-                fingerprint = {"kind": "table", "rows": rows, "content_sha256": file_sha256(path)}
+                fingerprint = {"kind": "table", "rows": rows, "content_sha256": sha256_file(path)}
         finally:
             self.close()
         report(1.0)
@@ -223,13 +225,8 @@ def check_unique_columns(names: Sequence[str], *, alias: str, uri: str) -> None:
         )
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def file_fingerprint(path: Path) -> dict[str, object]:
-    return {"kind": "file", "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    return {"kind": "file", "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

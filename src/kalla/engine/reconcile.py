@@ -36,6 +36,7 @@ from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLimitError, SqlError
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import AtomicOutputDir
+from kalla.hashing import in_background, sha256_file
 from kalla.recipe.models import Cardinality, FilterCondition, MatchPass, MatchSpec
 from kalla.recipe.sqltext import check_read_only, referenced_tables
 from kalla.suggest import did_you_mean
@@ -446,10 +447,17 @@ def reconcile(
                 ambiguous_count = run.combine(lost, paths["ambiguous"])
             else:
                 del paths["ambiguous"]
+        # final from here on: hash them while the unmatched sides are derived
+        digests = {
+            name: in_background(sha256_file, path)
+            for name, path in paths.items()
+            if name in ("matched", "ambiguous")
+        }
         unmatched: dict[str, int] = {}
         for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
             with run.timed(name):
                 unmatched[side.alias] = run.unmatched(side, paths[name])
+            digests[name] = in_background(sha256_file, paths[name])
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the key views read; drop it only now
@@ -492,6 +500,7 @@ def reconcile(
                 for s in run.sides
             ],
             outputs=paths,
+            digests=digests,
             summary=summary.to_dict(),
             started_at=started,
         )

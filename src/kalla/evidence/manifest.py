@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import kalla
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+from kalla.hashing import sha256_file
 
 
 def canonical_json(data: Any) -> str:
@@ -32,16 +29,18 @@ def build_manifest(
     sql: Sequence[Mapping[str, str]],
     inputs: Sequence[Mapping[str, Any]],
     outputs: Mapping[str, Path],
+    digests: Mapping[str, Future[str]] | None = None,
     summary: Mapping[str, Any],
     started_at: datetime,
 ) -> dict[str, Any]:
     """The manifest as a dict; outputs are fingerprinted here, after they are complete."""
     files = {}
     for name, path in outputs.items():
+        digest = digests.get(name) if digests else None
         files[name] = {
             "file": path.name,
             "rows": pq.ParquetFile(path).metadata.num_rows,
-            "sha256": sha256_file(path),
+            "sha256": digest.result() if digest is not None else sha256_file(path),
             "bytes": path.stat().st_size,
         }
     return {
