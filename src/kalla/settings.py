@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     spill_path: Path | None = Field(default=None, alias="KALLA_SPILL_PATH")
     target_partitions: int = Field(default=0, alias="KALLA_TARGET_PARTITIONS")
     parquet_compression: str = Field(default="zstd(1)", alias="KALLA_PARQUET_COMPRESSION")
+    join_strategy: str = Field(
+        default="auto", alias="KALLA_JOIN_STRATEGY", pattern="^(auto|hash|sort_merge)$"
+    )
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")

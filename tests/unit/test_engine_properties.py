@@ -84,7 +84,13 @@ def reference(
     return matched
 
 
-def check(left: list[Row], right: list[Row], passes: list[bool], one_to_one: bool) -> None:
+def check(
+    left: list[Row],
+    right: list[Row],
+    passes: list[bool],
+    one_to_one: bool,
+    join_strategy: str = "auto",
+) -> None:
     with TemporaryDirectory() as tmp:
         root = Path(tmp)
         _write(root / "l.parquet", "lid", left)
@@ -106,7 +112,9 @@ def check(left: list[Row], right: list[Row], passes: list[bool], one_to_one: boo
             SourceInput("l", root / "l.parquet", ("lid",)),
             SourceInput("r", root / "r.parquet", ("rid",)),
             root / "out",
-            options=EngineOptions(memory_limit=512 * 1024**2, target_partitions=2),
+            options=EngineOptions(
+                memory_limit=512 * 1024**2, target_partitions=2, join_strategy=join_strategy
+            ),
         )
         matched = pq.read_table(root / "out" / "matched.parquet")
         got = list(zip(matched["lid"].to_pylist(), matched["rid"].to_pylist(), strict=True))
@@ -145,3 +153,12 @@ def test_waterfall_matches_the_reference(
     left: list[Row], right: list[Row], one_to_one: bool
 ) -> None:
     check(left, right, passes=[True, False], one_to_one=one_to_one)
+
+
+@FAST
+@given(left=rows, right=rows, one_to_one=st.booleans())
+def test_sort_merge_joins_give_the_same_answers(
+    left: list[Row], right: list[Row], one_to_one: bool
+) -> None:
+    """The strategy Kalla switches to when inputs outgrow memory (it spills)."""
+    check(left, right, passes=[True, False], one_to_one=one_to_one, join_strategy="sort_merge")

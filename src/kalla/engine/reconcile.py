@@ -97,7 +97,8 @@ class _Run:
         self.sides = (left, right)
         self.options = options
         self.progress = progress or (lambda stage, fraction: None)
-        self.ctx: SessionContext = make_context(options)
+        rows = sum(_rows(s.path) for s in (left, right))
+        self.ctx: SessionContext = make_context(options, input_rows=rows)
         self.timings: dict[str, float] = {}
         self.sql_log: list[dict[str, str]] = []
         self.input_rows: dict[str, int] = {}

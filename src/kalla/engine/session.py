@@ -19,6 +19,7 @@ class EngineOptions:
     spill_path: Path | None = None
     target_partitions: int = 0
     compression: str = "zstd(1)"
+    join_strategy: str = "auto"  # auto | hash | sort_merge
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -27,8 +28,19 @@ class EngineOptions:
             spill_path=settings.spill_path,
             target_partitions=settings.target_partitions,
             compression=settings.parquet_compression,
+            join_strategy=settings.join_strategy,
         )
 
+    def prefer_hash_join(self, rows: int) -> bool:
+        """Hash joins are fastest but keep their build side in memory (no spilling in
+        DataFusion 55); sort-merge joins spill. ``auto`` switches when the inputs, at a
+        generous ~150 bytes a row in memory, would not fit in the memory limit."""
+        if self.join_strategy == "auto":
+            return rows * _BYTES_PER_ROW <= self.memory_limit
+        return self.join_strategy == "hash"
+
+
+_BYTES_PER_ROW = 150
 
 # Why each setting: see PERF-NOTES.md and the reconciliation semantics in DESIGN.md.
 _CONFIG = {
@@ -45,11 +57,13 @@ _CONFIG = {
 }
 
 
-def make_context(options: EngineOptions) -> SessionContext:
+def make_context(options: EngineOptions, *, input_rows: int = 0) -> SessionContext:
     partitions = options.target_partitions or os.cpu_count() or 2
     config = SessionConfig().with_target_partitions(partitions).with_information_schema(False)
     for key, value in _CONFIG.items():
         config = config.set(key, value)
+    hash_join = options.prefer_hash_join(input_rows)
+    config = config.set("datafusion.optimizer.prefer_hash_join", str(hash_join).lower())
     runtime = RuntimeEnvBuilder().with_fair_spill_pool(options.memory_limit)
     if options.spill_path is not None:
         options.spill_path.mkdir(parents=True, exist_ok=True)
