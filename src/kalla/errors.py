@@ -100,3 +100,41 @@ class ResourceLimitError(KallaError):
     status = 507
     exit_code = 6
     kind = "memory_limit"
+
+
+class NotFoundError(KallaError):
+    """A run, job, recipe or source that the service does not know."""
+
+    status = 404
+    kind = "not_found"
+
+
+class ConflictError(KallaError):
+    """The request clashes with the current state (cancel a finished run, reuse a path)."""
+
+    status = 409
+    kind = "conflict"
+
+
+class UnauthorizedError(KallaError):
+    """Missing or wrong API token, unsigned or stale callback."""
+
+    status = 401
+    kind = "unauthorized"
+
+
+class PayloadTooLargeError(KallaError):
+    status = 413
+    kind = "payload_too_large"
+
+
+class UnavailableError(KallaError):
+    """Cannot take the work now (queue full, shutting down, worker down); retry later."""
+
+    status = 503
+    exit_code = 75
+    kind = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

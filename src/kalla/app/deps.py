@@ -12,9 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from kalla.app.dispatch import Dispatcher
-from kalla.app.errors import UnauthorizedError
 from kalla.app.lifecycle import Lifecycle
 from kalla.app.storage import Database
+from kalla.errors import UnauthorizedError
 from kalla.settings import Settings
 
 

@@ -1,28 +1,9 @@
-"""Errors only the HTTP API raises; like every Kalla error they carry their status."""
+"""Errors only the app raises; the shared ones (NotFoundError, ConflictError, …) live in
+kalla.errors, and like every Kalla error these carry their HTTP status."""
 
 from __future__ import annotations
 
-from kalla.errors import KallaError
-
-
-class NotFoundError(KallaError):
-    status = 404
-    kind = "not_found"
-
-
-class ConflictError(KallaError):
-    status = 409
-    kind = "conflict"
-
-
-class UnauthorizedError(KallaError):
-    status = 401
-    kind = "unauthorized"
-
-
-class PayloadTooLargeError(KallaError):
-    status = 413
-    kind = "payload_too_large"
+from kalla.errors import KallaError, UnavailableError
 
 
 class BadRequestError(KallaError):
@@ -30,6 +11,6 @@ class BadRequestError(KallaError):
     kind = "request"
 
 
-class WorkerUnavailableError(KallaError):
+class WorkerUnavailableError(UnavailableError):
     status = 502
     kind = "worker_unavailable"

@@ -16,9 +16,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from kalla.app.errors import NotFoundError
 from kalla.app.storage import Database, RecipeVersionRow, RunRepository, RunRow
 from kalla.app.storage.models import utcnow
+from kalla.errors import NotFoundError
 from kalla.recipe import CompletionCallback, ErrorCallback, MatchingProgress, StagingProgress
 
 log = logging.getLogger("kalla.app.runs")

@@ -18,10 +18,9 @@ from kalla.app import openapi
 from kalla.app.api import ROUTERS
 from kalla.app.deps import AppState
 from kalla.app.dispatch import make_dispatcher
-from kalla.app.errors import UnauthorizedError
 from kalla.app.lifecycle import Lifecycle
 from kalla.app.storage import Database
-from kalla.errors import ConfigError, KallaError
+from kalla.errors import ConfigError, KallaError, UnauthorizedError
 from kalla.settings import Settings, get_settings
 
 log = logging.getLogger("kalla.app")

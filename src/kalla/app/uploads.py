@@ -15,10 +15,10 @@ from typing import IO, Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from kalla.app.errors import BadRequestError, PayloadTooLargeError
+from kalla.app.errors import BadRequestError
 from kalla.connectors.base import check_expected_columns
 from kalla.connectors.registry import FILE_EXTENSIONS, connector_for
-from kalla.errors import KallaError, SourceError
+from kalla.errors import KallaError, PayloadTooLargeError, SourceError
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16

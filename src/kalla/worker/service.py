@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from kalla.errors import KallaError, RecipeError
+from kalla.errors import ConflictError, KallaError, NotFoundError, RecipeError, UnavailableError
 from kalla.recipe.models import (
     CompletionCallback,
     ErrorCallback,
@@ -46,30 +46,6 @@ HISTORY = 10_000  # finished jobs remembered (status queries, duplicate run_ids)
 CANCEL_WAIT = 5.0  # seconds a cancelled job gets to reach its next checkpoint at shutdown
 CALLBACK_FLUSH = 5.0  # seconds final callbacks get to go out at shutdown
 DEFAULT_JOB_SECONDS = 5.0  # Retry-After estimate before any job has finished
-
-
-class WorkerBusyError(KallaError):
-    """The worker cannot take the job now (queue full, shutting down); try again later."""
-
-    status = 503
-    exit_code = 75
-    kind = "unavailable"
-
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class JobNotFoundError(KallaError):
-    status = 404
-    exit_code = 1
-    kind = "not_found"
-
-
-class JobConflictError(KallaError):
-    status = 409
-    exit_code = 1
-    kind = "conflict"
 
 
 class JobState(StrEnum):
@@ -253,7 +229,7 @@ class WorkerService:
         """Queue the job; ``(status view, True)``, or the known job's view and False.
 
         Raises RecipeError (422) listing every problem found without touching any data,
-        WorkerBusyError (503) when the queue is full or the worker is shutting down.
+        UnavailableError (503) when the queue is full or the worker is shutting down.
         """
         with self._lock:
             known = self._jobs.get(request.run_id)
@@ -283,10 +259,10 @@ class WorkerService:
                 )
             if self._stopping:
                 self.metrics.rejected.labels("shutting_down").inc()
-                raise WorkerBusyError("the worker is shutting down; submit the job to another")
+                raise UnavailableError("the worker is shutting down; submit the job to another")
             if self._queued + self._running >= self.capacity:
                 self.metrics.rejected.labels("queue_full").inc()
-                raise WorkerBusyError(
+                raise UnavailableError(
                     f"job queue is full ({self._queued} waiting, {self._running} running); "
                     "retry later",
                     retry_after=self._retry_after(),
@@ -309,7 +285,7 @@ class WorkerService:
         with self._lock:
             record = self._jobs.get(run_id)
             if record is None:
-                raise JobNotFoundError(f"no job with run_id {run_id} is known to this worker")
+                raise NotFoundError(f"no job with run_id {run_id} is known to this worker")
             return record.view()
 
     def cancel(self, run_id: UUID) -> dict[str, Any]:
@@ -317,14 +293,14 @@ class WorkerService:
         with self._lock:
             record = self._jobs.get(run_id)
             if record is None:
-                raise JobNotFoundError(f"no job with run_id {run_id} is known to this worker")
+                raise NotFoundError(f"no job with run_id {run_id} is known to this worker")
             state = record.state
         if state is JobState.ACCEPTED:
             self._cancel_queued(record, "run cancelled on request before it started")
         elif state is JobState.RUNNING:
             record.cancel.cancel("run cancelled on request; no outputs were written")
         elif state in (JobState.COMPLETED, JobState.FAILED):
-            raise JobConflictError(f"run {run_id} already {state.value}; nothing to cancel")
+            raise ConflictError(f"run {run_id} already {state.value}; nothing to cancel")
         return self.get(run_id)
 
     def _cancel_queued(self, record: JobRecord, reason: str) -> None:

@@ -18,11 +18,12 @@ from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from kalla.app.deps import AppState, StateDep
-from kalla.app.errors import BadRequestError, UnauthorizedError
+from kalla.app.errors import BadRequestError
 from kalla.app.lifecycle import Outcome
 from kalla.app.openapi import json_body
 from kalla.app.schemas import CallbackAck
 from kalla.app.storage import RunRepository
+from kalla.errors import UnauthorizedError
 from kalla.recipe import CompletionCallback, ErrorCallback, MatchingProgress, StagingProgress
 from kalla.recipe.parse import parse_model
 from kalla.worker.callbacks import verify_signature

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kalla.app.deps import SessionDep, require_token
-from kalla.app.errors import BadRequestError, ConflictError, NotFoundError
+from kalla.app.errors import BadRequestError
 from kalla.app.openapi import json_body
 from kalla.app.schemas import MAX_INT, Page, RecipePublic, RecipeVersionPublic
 from kalla.app.storage import RecipeRepository, RecipeVersionRow
 from kalla.connectors import redact_uri
-from kalla.errors import RecipeError
+from kalla.errors import ConflictError, NotFoundError, RecipeError
 from kalla.evidence.manifest import canonical_json
 from kalla.recipe import Recipe, SourceType, parse_recipe
 from kalla.suggest import did_you_mean

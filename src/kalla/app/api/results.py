@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 
 from kalla.app.api.runs import get_run
 from kalla.app.deps import SessionDep, require_token
-from kalla.app.errors import BadRequestError, ConflictError, NotFoundError
+from kalla.app.errors import BadRequestError
 from kalla.app.lifecycle import RunStatus
 from kalla.app.results import (
     FilterOperator,
@@ -24,7 +24,7 @@ from kalla.app.results import (
     write_xlsx,
 )
 from kalla.app.schemas import MAX_INT, ResultPage
-from kalla.errors import KallaError
+from kalla.errors import ConflictError, KallaError, NotFoundError
 
 router = APIRouter(prefix="/api/runs", tags=["results"], dependencies=[Depends(require_token)])
 log = logging.getLogger("kalla.app.results")

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kalla.app.api.recipes import find_version
 from kalla.app.deps import SessionDep, StateDep, require_token
-from kalla.app.errors import BadRequestError, NotFoundError
+from kalla.app.errors import BadRequestError
 from kalla.app.jobs import file_sources, resolve_uri
 from kalla.app.lifecycle import RunStatus
 from kalla.app.openapi import json_body
@@ -30,6 +30,7 @@ from kalla.app.schemas import (
 )
 from kalla.app.storage import RunRepository, RunRow, SourceRepository
 from kalla.app.uploads import RunForm, check_upload_schema, receive_form
+from kalla.errors import NotFoundError
 from kalla.recipe import Recipe, SourceType
 from kalla.recipe.parse import describe_validation_error
 from kalla.suggest import did_you_mean

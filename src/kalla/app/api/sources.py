@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from kalla.app.deps import SessionDep, require_token
-from kalla.app.errors import BadRequestError, ConflictError, NotFoundError
+from kalla.app.errors import BadRequestError
 from kalla.app.results import _json_row
 from kalla.app.schemas import MAX_INT, Column, Page, SourceCreate, SourcePublic, SourceTest
 from kalla.app.storage import SourceRepository, SourceRow
 from kalla.connectors import connector_for, redact_uri
 from kalla.connectors.base import Connector
-from kalla.errors import KallaError, SourceError
+from kalla.errors import ConflictError, KallaError, NotFoundError, SourceError
 from kalla.suggest import did_you_mean
 
 router = APIRouter(prefix="/api/sources", tags=["sources"], dependencies=[Depends(require_token)])
