@@ -29,6 +29,10 @@ class KallaError(Exception):
     def message(self) -> str:
         return str(self)
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers an API response for this error carries (Retry-After, …)."""
+        return {}
+
     def to_dict(self) -> dict[str, object]:
         return {"error": self.message, "kind": self.kind, "problems": list(self.problems)}
 
@@ -122,6 +126,9 @@ class UnauthorizedError(KallaError):
     status = 401
     kind = "unauthorized"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class PayloadTooLargeError(KallaError):
     status = 413
@@ -138,3 +145,6 @@ class UnavailableError(KallaError):
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}

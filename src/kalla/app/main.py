@@ -20,7 +20,7 @@ from kalla.app.deps import AppState
 from kalla.app.dispatch import make_dispatcher
 from kalla.app.lifecycle import Lifecycle
 from kalla.app.storage import Database
-from kalla.errors import ConfigError, KallaError, UnauthorizedError
+from kalla.errors import ConfigError, KallaError
 from kalla.settings import Settings, get_settings
 
 log = logging.getLogger("kalla.app")
@@ -83,10 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(KallaError)
     async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
