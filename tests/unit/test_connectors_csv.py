@@ -52,7 +52,8 @@ TYPING_CASES = [
     ),
     ("exponent stays text", ["1e5", "2.5"], pa.string(), ["1e5", "2.5"]),
     ("float-looking text", ["1.5", "abc"], pa.string(), ["1.5", "abc"]),
-    ("padded numbers stay text", [" 1.5", "2.5"], pa.string(), [" 1.5", "2.5"]),
+    ("padded numbers", [" 1.5", "2.5"], pa.decimal128(2, 1), [Decimal("1.5"), Decimal("2.5")]),
+    ("padded text stays text", [" a", "2.5"], pa.string(), [" a", "2.5"]),
     (
         "dates",
         ["2024-01-31", "", "2024-02-29"],
@@ -235,3 +236,13 @@ def test_an_exception_from_progress_stops_staging(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         stage_source(str(path), alias="a", staging_dir=tmp_path / "s", progress=cancel)
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
+
+
+def test_numbers_padded_with_spaces_are_typed_by_their_trimmed_text(tmp_path: Path) -> None:
+    path = tmp_path / "padded.csv"
+    path.write_text("id,amount,name\n1, 19.99 , Acme \n2,20.5  ,Globex\n", encoding="utf-8")
+    staged = stage_source(str(path), alias="p", staging_dir=tmp_path / "staging")
+    table = pq.read_table(staged.path)
+    assert table.schema.field("amount").type == pa.decimal128(4, 2)
+    assert table.column("amount").to_pylist() == [Decimal("19.99"), Decimal("20.50")]
+    assert table.column("name").to_pylist() == [" Acme ", "Globex"]  # text keeps its spaces

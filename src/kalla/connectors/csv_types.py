@@ -46,13 +46,25 @@ def infer_table(table: pa.Table) -> pa.Table:
 
 
 def infer_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """The column cast to its inferred type (unchanged when it stays text)."""
+    """The column cast to its inferred type (unchanged when it stays text).
+
+    Values padded with spaces (`` 19.99``, as some exports write them) are typed by their
+    trimmed text; a column that stays text keeps its spaces."""
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         return column
-    non_null = len(column) - column.null_count
-    if non_null == 0:
+    if len(column) == column.null_count:
         return column
     sample = _sample(column)
+    typed = _typed(column, sample)
+    trimmed_sample = [value.strip() for value in sample]
+    if typed is not column or trimmed_sample == sample:
+        return typed
+    trimmed = pc.utf8_trim_whitespace(column)
+    typed = _typed(trimmed, trimmed_sample)
+    return column if typed is trimmed else typed
+
+
+def _typed(column: pa.ChunkedArray, sample: list[str]) -> pa.ChunkedArray:
     if _sample_matches(sample, _BOOL) and _all_match(column, _BOOL):
         return pc.equal(pc.utf8_lower(column), "true")
     if _sample_matches(sample, _DECIMAL):
