@@ -320,14 +320,17 @@ class _Run:
         if not self.ctx.table_exist(name):
             self.ctx.register_parquet(name, str(path))
         keys = ", ".join(_ident(k) for k in key_names)
+        # Only repeated keys leave the aggregation (cheaper than a pass over every key);
+        # distinct keys = rows - rows of repeated keys + repeated keys.
         table = self.execute(
             where,
             lambda: self.ctx.sql(
-                "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN c > 1 THEN 1 ELSE 0 END), 0) AS m "
-                f"FROM (SELECT COUNT(*) AS c FROM {_ident(name)} GROUP BY {keys})"
+                "SELECT COUNT(*) AS repeated, COALESCE(SUM(c), 0) AS repeated_rows FROM "
+                f"(SELECT COUNT(*) AS c FROM {_ident(name)} GROUP BY {keys} HAVING COUNT(*) > 1)"
             ).to_pylist(),
         )
-        return int(table[0]["n"]), int(table[0]["m"])
+        repeated, repeated_rows = int(table[0]["repeated"]), int(table[0]["repeated_rows"])
+        return _rows(path) - repeated_rows + repeated, repeated
 
     # --- 3. matched / ambiguous outputs ------------------------------------------------
 
