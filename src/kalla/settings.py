@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
@@ -85,6 +86,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):  # "a.example.com, *.svc.cluster.local, 10.0.0.0/8"
             return tuple(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only listens on this machine (the safe default)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

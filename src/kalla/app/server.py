@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from kalla.errors import ConfigError
-from kalla.settings import Settings, get_settings
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from kalla.settings import Settings, get_settings, is_loopback
 
 
 def check_bind(host: str, settings: Settings) -> None:

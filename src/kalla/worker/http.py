@@ -7,7 +7,6 @@ with the error's HTTP status, in one handler.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import sys
@@ -27,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from kalla import __version__
 from kalla.errors import ConfigError, KallaError, RecipeError
 from kalla.recipe.models import JobRequest
-from kalla.settings import Settings, get_settings
+from kalla.settings import Settings, get_settings, is_loopback
 from kalla.worker.metrics import CONTENT_TYPE
 from kalla.worker.service import JobState, WorkerService
 
@@ -126,15 +125,6 @@ def create_worker_app(
 # --- kalla worker ---------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class _DrainingServer(uvicorn.Server):
     """SIGTERM/SIGINT: stop taking jobs, let the running one finish (or cancel it past the
     grace period), flush callbacks, then stop serving and exit 0. A second signal cancels
@@ -175,7 +165,7 @@ def serve(
     settings = settings or get_settings()
     host = host or settings.worker_host
     port = settings.worker_port if port is None else port
-    if not _is_loopback(host) and settings.callback_secret is None:
+    if not is_loopback(host) and settings.callback_secret is None:
         raise ConfigError(
             f"refusing to listen on {host}: beyond loopback the worker needs "
             "KALLA_CALLBACK_SECRET so that receivers can verify its callbacks"
