@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from kalla.errors import SourceError
 
 # Query parameters whose values are secrets wherever they appear in a URI.
-_SECRET_PARAMS = frozenset(
+SECRET_PARAMS = frozenset(
     {
         "password",
         "passwd",
@@ -52,8 +52,8 @@ def redact_uri(uri: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
-            pairs = [(k, _MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
+        if any(k.lower() in SECRET_PARAMS for k, _ in pairs):
+            pairs = [(k, _MASK if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
             query = urlencode(pairs, safe="*/:,${}")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
