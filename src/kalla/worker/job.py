@@ -34,7 +34,7 @@ from uuid import UUID
 
 from kalla import pipeline
 from kalla.connectors import redact_uri
-from kalla.connectors.uri import SECRET_PARAMS as SECRET_PARAMS
+from kalla.connectors.uri import SECRET_PARAMS
 from kalla.engine import RunSummary
 from kalla.errors import KallaError, OutputError, RecipeError, SqlError
 from kalla.recipe.models import (
