@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PG_SERVER = os.environ.get("KALLA_TEST_PG", "postgres://postgres@127.0.0.1:5432")
@@ -75,3 +79,36 @@ class Bucket:
     def put(self, key: str, body: bytes) -> str:
         self.client.put_object(Bucket=self.name, Key=key, Body=body)
         return f"s3://{self.name}/{key}"
+
+
+def run_schemathesis(
+    openapi_url: str, *, config: Path | None = None, max_examples: int = 8
+) -> tuple[int, str, int]:
+    """schemathesis' ``not_a_server_error`` check against a running service, bounded.
+
+    Returns (exit code, output, number of generated cases)."""
+    command = [str(Path(sys.executable).with_name("st")), "--no-color"]
+    if config is not None:
+        command += ["--config-file", str(config)]
+    command += [
+        "run",
+        openapi_url,
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(max_examples),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--workers",
+        "1",  # hypothesis' lambda descriptions are not thread-safe on CPython 3.11
+        "--seed",
+        "7",
+        "--request-timeout",
+        "30",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    output = result.stdout + result.stderr
+    cases = re.search(r"(\d+) generated", output)
+    count = int(cases.group(1)) if cases else 0
+    print(f"schemathesis: {count} test cases generated")
+    return result.returncode, output, count

@@ -7,12 +7,10 @@ and not only the 404s. Bounded: a few examples per operation, well under two min
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from kalla_test_services import run_schemathesis
 from test_app_harness import (
     app_process,
     client,
@@ -23,8 +21,6 @@ from test_app_harness import (
     upload,
     wait_for_run,
 )
-
-MAX_EXAMPLES = 8
 
 
 @pytest.mark.parametrize(
@@ -61,36 +57,9 @@ def _fuzz(tmp_path: Path, database_url: str | None) -> None:
             '"body.recipe_id" = "st"\n'
             f'"path.source_id" = {source["id"]}\n'
         )
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("st")),
-                "--no-color",
-                "--config-file",
-                str(config),
-                "run",
-                f"{app.url}/openapi.json",
-                "--checks",
-                "not_a_server_error",
-                "--max-examples",
-                str(MAX_EXAMPLES),
-                "--phases",
-                "examples,coverage,fuzzing",
-                "--workers",
-                "1",  # hypothesis' lambda descriptions are not thread-safe on CPython 3.11
-                "--seed",
-                "7",
-                "--request-timeout",
-                "30",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        output = result.stdout + result.stderr
-        cases = re.search(r"(\d+) generated", output)
-        print(f"schemathesis: {cases.group(1) if cases else '?'} test cases generated")
-        assert result.returncode == 0, output[-6000:]
-        assert cases is not None and int(cases.group(1)) > 100, output[-3000:]
+        code, output, cases = run_schemathesis(f"{app.url}/openapi.json", config=config)
+        assert code == 0, output[-6000:]
+        assert cases > 100, output[-3000:]
         assert " ERROR " not in app.log(), app.log()[-5000:]
     finally:
         app.stop()
