@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     callback_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("localhost", "127.0.0.0/8", "::1"), alias="KALLA_CALLBACK_ALLOWED_HOSTS"
     )
+    source_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(), alias="KALLA_SOURCE_ROOTS"
+    )  # local files jobs may read, besides STAGING_PATH and KALLA_OUTPUT_ROOT
     callback_retry_seconds: float = Field(default=60.0, ge=0, alias="KALLA_CALLBACK_RETRY_SECONDS")
     callback_timeout: float = Field(default=10.0, gt=0, alias="KALLA_CALLBACK_TIMEOUT")
 
@@ -79,6 +82,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("source_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod

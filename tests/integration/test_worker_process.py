@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -163,6 +164,7 @@ class Worker:
             "KALLA_CALLBACK_RETRY_SECONDS": "8",
             "KALLA_CALLBACK_TIMEOUT": "5",
             "KALLA_MEMORY_LIMIT": "1G",
+            "KALLA_SOURCE_ROOTS": f"{FIXTURES},{tempfile.gettempdir()}",
             **env,
         }
         with self.log_path.open("wb") as log:
@@ -463,6 +465,13 @@ def test_refused_at_submission(worker: Worker, receiver: Receiver, tmp_path: Pat
         response = worker.submit(job(receiver, callback_url=url))
         assert response.status_code == 422, (url, response.text)
         assert "callback_url" in response.json()["error"]
+
+    for uri in ("/etc/passwd", "file:///etc/hostname", "../../../../etc/passwd"):
+        body = job(receiver)
+        body["sources"][0]["uri"] = uri
+        response = worker.submit(body)
+        assert response.status_code == 422, (uri, response.text)
+        assert "outside the directories jobs may read" in response.json()["error"], uri
 
     two = worker.submit(job(receiver, callback_url="http://evil.example/cb", output_path="../x"))
     assert two.status_code == 422 and len(two.json()["problems"]) == 2

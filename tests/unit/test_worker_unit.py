@@ -182,6 +182,7 @@ def _settings(tmp_path: Path) -> Settings:
         STAGING_PATH=tmp_path / "staging",
         KALLA_OUTPUT_ROOT=tmp_path / "runs",
         KALLA_MEMORY_LIMIT="512M",
+        KALLA_SOURCE_ROOTS=str(FIXTURES),
     )
 
 
@@ -324,7 +325,11 @@ def test_submit_then_status(client: TestClient) -> None:
 def test_not_ready_when_the_output_root_is_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    settings = Settings(STAGING_PATH=tmp_path / "staging", KALLA_OUTPUT_ROOT=blocker)
+    settings = Settings(
+        STAGING_PATH=tmp_path / "staging",
+        KALLA_OUTPUT_ROOT=blocker,
+        KALLA_SOURCE_ROOTS=str(FIXTURES),
+    )
     with TestClient(create_worker_app(settings)) as c:
         ready = c.get("/ready")
         assert ready.status_code == 503 and "output root" in ready.text

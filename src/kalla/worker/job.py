@@ -114,6 +114,31 @@ def output_dir_for(request: JobRequest, settings: Settings) -> Path:
     return confine(request.output_path, settings.output_root, what="output_path")
 
 
+def check_local_sources(request: JobRequest, settings: Settings) -> None:
+    """Local files a job names must lie under STAGING_PATH, KALLA_OUTPUT_ROOT or one of
+    KALLA_SOURCE_ROOTS: a job API must not copy arbitrary files of this machine into outputs."""
+    roots = [Path(r).resolve() for r in (settings.staging_path, settings.output_root)]
+    roots += [Path(r).resolve() for r in settings.source_roots]
+    problems = []
+    for source in request.sources:
+        scheme = urlsplit(source.uri).scheme.lower()
+        if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
+            continue
+        path = Path(urlsplit(source.uri).path if scheme == "file" else source.uri)
+        try:
+            resolved = path.resolve()
+        except (ValueError, OSError) as exc:
+            problems.append(f"source '{source.alias}': '{source.uri}' is not a usable path: {exc}")
+            continue
+        if not any(resolved.is_relative_to(root) for root in roots):
+            problems.append(
+                f"source '{source.alias}': local file '{source.uri}' is outside the directories "
+                "jobs may read (STAGING_PATH, KALLA_OUTPUT_ROOT, KALLA_SOURCE_ROOTS)"
+            )
+    if problems:
+        raise RecipeError("the job names files it may not read", problems=problems)
+
+
 def staging_dir_for(run_id: UUID, settings: Settings) -> Path:
     """The run's own scratch directory under ``STAGING_PATH`` (removed when the run ends)."""
     return confine(f"job-{run_id}", settings.staging_path, what="staging path")
@@ -293,6 +318,7 @@ def run_job(
         output_dir = output_dir_for(request, settings)
         staging_dir = staging_dir_for(request.run_id, settings)
         check_sql(request)
+        check_local_sources(request, settings)
         check_output_free(output_dir)
         reporter.checkpoint()
         left, right = (

@@ -34,6 +34,7 @@ from kalla.worker.callbacks import CallbackChannel, CallbackSender, check_callba
 from kalla.worker.job import (
     CancelToken,
     JobCancelled,
+    check_local_sources,
     output_dir_for,
     remove_partial_outputs,
     run_job,
@@ -239,6 +240,10 @@ class WorkerService:
         output_dir: Path | None = None
         try:
             output_dir = output_dir_for(request, self.settings)
+        except RecipeError as exc:
+            problems += exc.problems or [exc.message]
+        try:
+            check_local_sources(request, self.settings)
         except RecipeError as exc:
             problems += exc.problems or [exc.message]
         with self._lock:
