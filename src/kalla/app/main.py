@@ -21,24 +21,10 @@ from kalla.app.dispatch import make_dispatcher
 from kalla.app.lifecycle import Lifecycle
 from kalla.app.storage import Database
 from kalla.errors import ConfigError, KallaError
+from kalla.recipe.parse import describe_errors
 from kalla.settings import Settings, get_settings
 
 log = logging.getLogger("kalla.app")
-
-
-def _problems(exc: RequestValidationError) -> list[str]:
-    problems = []
-    for item in exc.errors():
-        loc = [str(p) for p in item.get("loc", ())]
-        if item.get("type") == "json_invalid":
-            problems.append(
-                f"request body is not valid JSON: {(item.get('ctx') or {}).get('error', '')}"
-            )
-            continue
-        where = ".".join(loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc)
-        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
-        problems.append(f"{loc[0] + ' ' if loc else ''}{where}: {message}" if where else message)
-    return problems
 
 
 def check_settings(settings: Settings) -> None:
@@ -89,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = _problems(exc)
+        problems = describe_errors(exc.errors())
         body = {
             "error": f"invalid request ({len(problems)} problem(s))",
             "kind": "request",

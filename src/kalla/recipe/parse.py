@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,14 +17,30 @@ from kalla.suggest import did_you_mean
 M = TypeVar("M", bound=BaseModel)
 
 
-def describe_validation_error(error: ValidationError) -> list[str]:
-    """One line per problem, located by its JSON path (``sources.left.primary_key``)."""
+def describe_errors(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per problem, located by its JSON path (``sources.left.primary_key: …``).
+
+    Takes pydantic's error dicts, also as FastAPI reports a request: body fields are named
+    by their path alone, other parameters keep their kind (``query limit: …``)."""
     problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"])
-        message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
+    for item in errors:
+        loc = [str(p) for p in item.get("loc", ())]
+        if item.get("type") == "json_invalid":
+            detail = (item.get("ctx") or {}).get("error", "cannot parse it")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            problems.append(f"request body is not valid JSON: {detail}{at}")
+            continue
+        kind = ""
+        if loc and loc[0] in ("body", "path", "query", "header"):
+            kind = "" if loc[0] == "body" else f"{loc[0]} "
+            loc = loc[1:]
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{kind}{'.'.join(loc)}: {message}" if loc else message)
     return problems
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    return describe_errors(error.errors(include_url=False))
 
 
 def parse_model(model: type[M], data: Any, *, what: str) -> M:

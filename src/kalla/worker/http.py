@@ -26,28 +26,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from kalla import __version__
 from kalla.errors import ConfigError, KallaError, RecipeError
 from kalla.recipe.models import JobRequest
+from kalla.recipe.parse import describe_errors
 from kalla.settings import Settings, get_settings, is_loopback
 from kalla.worker.metrics import CONTENT_TYPE
 from kalla.worker.service import JobState, WorkerService
 
 log = logging.getLogger("kalla.worker")
-
-
-def _describe(exc: RequestValidationError) -> list[str]:
-    """One line per problem, located by its JSON path, like ``parse_job_request`` reports."""
-    problems = []
-    for item in exc.errors():
-        loc = [str(p) for p in item.get("loc", ())]
-        if item.get("type") == "json_invalid":
-            detail = (item.get("ctx") or {}).get("error", "cannot parse it")
-            where = f" at character {loc[1]}" if len(loc) > 1 else ""
-            problems.append(f"request body is not valid JSON: {detail}{where}")
-            continue
-        if loc and loc[0] in ("body", "path", "query"):
-            loc = loc[1:]
-        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
-        problems.append(f"{'.'.join(loc)}: {message}" if loc else message)
-    return problems
 
 
 def create_worker_app(
@@ -79,7 +63,7 @@ def create_worker_app(
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.method == "POST":
             service.metrics.rejected.labels("invalid").inc()
-        problems = _describe(exc)
+        problems = describe_errors(exc.errors())
         error = RecipeError(f"invalid job request ({len(problems)} problem(s))", problems=problems)
         return JSONResponse(error.to_dict(), status_code=error.status)
 
