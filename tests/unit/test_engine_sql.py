@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pyarrow as pa
 import pytest
 
+from kalla.engine.filters import apply_filters
 from kalla.engine.session import EngineOptions, make_context, read_only
 from kalla.engine.sql import explain_sql_error, rewrite_tolerance
 from kalla.errors import SqlError
+from kalla.recipe import FilterCondition
 from kalla.recipe.sqltext import check_read_only, referenced_tables
 
 REWRITES = [
@@ -108,3 +113,22 @@ def test_unknown_table_error_names_it_with_a_suggestion() -> None:
         "match_sql: unknown table 'invoice' (did you mean 'invoices'?); "
         "the sources are: invoices, payments"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (19.999, ["20.00", "1000.10"]),  # finer than the column's scale, compared exactly
+        ("19.99", ["19.99", "20.00", "1000.10"]),
+        (1000.1, ["1000.10"]),
+        (20, ["20.00", "1000.10"]),
+    ],
+)
+def test_decimal_filters_compare_exactly(value: object, expected: list[str]) -> None:
+    ctx = make_context(EngineOptions(memory_limit=256 * 1024**2))
+    amounts = pa.array([Decimal(v) for v in ("19.99", "20.00", "1000.10")], pa.decimal128(12, 2))
+    ctx.register_record_batches("t", [[pa.record_batch({"amount": amounts})]])
+    condition = FilterCondition.model_validate({"column": "amount", "op": "gte", "value": value})
+    df, problems = apply_filters(ctx.table("t"), [condition], "t")
+    assert problems == []
+    assert [str(v) for v in df.to_pydict()["amount"]] == expected

@@ -28,8 +28,10 @@ def _typed(value: object, field: pa.Field, condition: FilterCondition) -> Expr:
         return lit(value)
     text = format(value, "f") if isinstance(value, Decimal | float) else str(value)
     try:
+        if pa.types.is_decimal(kind):  # its own scale: amount >= 19.999 on a (12, 2) column
+            return lit(pa.scalar(Decimal(text).normalize()))
         return lit(pa.scalar(text).cast(kind))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ArithmeticError):
         raise ValueError(
             f"filter value {value!r} for column '{condition.column}' is not a valid {kind}"
         ) from None
