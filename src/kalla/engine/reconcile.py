@@ -97,8 +97,8 @@ class _Run:
         self.sides = (left, right)
         self.options = options
         self.progress = progress or (lambda stage, fraction: None)
-        rows = sum(_rows(s.path) for s in (left, right))
-        self.ctx: SessionContext = make_context(options, input_rows=rows)
+        self.file_rows = {s.alias: _rows(s.path) for s in (left, right)}
+        self.ctx: SessionContext = make_context(options, input_rows=sum(self.file_rows.values()))
         self.timings: dict[str, float] = {}
         self.sql_log: list[dict[str, str]] = []
         self.input_rows: dict[str, int] = {}
@@ -189,7 +189,7 @@ class _Run:
                     f"source '{side.alias}'",
                 )
             else:
-                self.input_rows[side.alias] = _rows(side.path)
+                self.input_rows[side.alias] = self.file_rows[side.alias]
 
     # --- 2. match passes --------------------------------------------------------------
 

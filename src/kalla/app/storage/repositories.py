@@ -13,6 +13,16 @@ from sqlalchemy.orm import Session
 from kalla.app.storage.models import RecipeVersionRow, RunEventRow, RunRow, SourceRow, utcnow
 
 
+def _insert(session: Session, row: object) -> bool:
+    """Add ``row`` in a savepoint; False (and nothing added) when it breaks a unique key."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+
 class SourceRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -36,12 +46,7 @@ class SourceRepository:
     def add(self, *, name: str, type: str, uri: str, description: str) -> SourceRow | None:
         """The new row, or None when the name is taken."""
         row = SourceRow(name=name, type=type, uri=uri, description=description)
-        try:
-            with self.session.begin_nested():
-                self.session.add(row)
-        except IntegrityError:
-            return None
-        return row
+        return row if _insert(self.session, row) else None
 
     def delete(self, row: SourceRow) -> None:
         self.session.delete(row)
@@ -116,12 +121,7 @@ class RecipeRepository:
             body=body,
             sha256=sha256,
         )
-        try:
-            with self.session.begin_nested():
-                self.session.add(row)
-        except IntegrityError:
-            return None
-        return row
+        return row if _insert(self.session, row) else None
 
     def by_pk(self, pk: int) -> RecipeVersionRow | None:
         return self.session.get(RecipeVersionRow, pk)
@@ -165,12 +165,7 @@ class RunRepository:
     ) -> bool:
         """Record an event; False (and nothing recorded) when ``digest`` was seen before."""
         event = RunEventRow(run_id=run_id, kind=kind, payload=payload, digest=digest)
-        try:
-            with self.session.begin_nested():
-                self.session.add(event)
-        except IntegrityError:
-            return False
-        return True
+        return _insert(self.session, event)
 
     def seen(self, digest: str) -> bool:
         return (
