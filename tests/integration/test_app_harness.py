@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kalla_test_services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(tempfile.mkdtemp(prefix="kalla-app-logs-"))
@@ -42,12 +42,6 @@ PASSWORDS = (PG_PASSWORD, OTHER_PASSWORD)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 _CLEAN_ENV = ("DATABASE_URL", "WORKER_URL", "STAGING_PATH", "NATS_URL")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _record(response: httpx.Response) -> None:

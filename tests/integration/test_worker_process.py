@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from kalla_test_services import free_port
 
 from kalla.recipe.models import (
     CompletionCallback,
@@ -39,12 +39,6 @@ from kalla.worker.callbacks import CallbackSender, verify_signature
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "worker"
 SECRET = "worker-test-secret"
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the callback receiver ------------------------------------------------------------------
