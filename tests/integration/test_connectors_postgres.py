@@ -257,3 +257,40 @@ def test_text_filters_compare_bytes_like_the_engine(tmp_path: Path, invoices: Da
         filters=[Filter("customer", "gt", "a")],
     )
     assert staged.row_count == 0
+
+
+def test_types_without_a_plain_arrow_form_arrive_as_text(
+    tmp_path: Path, pg_database: Database
+) -> None:
+    pg_execute(
+        pg_database,
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')",
+        "CREATE TABLE odd (small int2, single real, id uuid, doc jsonb, raw bytea,"
+        " tags int[], feeling mood)",
+        "INSERT INTO odd VALUES (7, 1.5, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',"
+        " '{\"b\": [1, 2]}', '\\x0102', '{1,2}', 'sad'),"
+        " (NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    staged = stage_source(pg_database.table_uri("odd"), alias="odd", staging_dir=tmp_path)
+    assert staged.schema == pa.schema(
+        [
+            ("small", pa.int16()),
+            ("single", pa.float32()),
+            ("id", pa.string()),
+            ("doc", pa.string()),
+            ("raw", pa.binary()),
+            ("tags", pa.string()),
+            ("feeling", pa.string()),
+        ]
+    )
+    rows = pq.read_table(staged.path).to_pylist()
+    assert rows[0] == {
+        "small": 7,
+        "single": 1.5,
+        "id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "doc": '{"b": [1, 2]}',
+        "raw": b"\x01\x02",
+        "tags": "{1,2}",
+        "feeling": "sad",
+    }
+    assert set(rows[1].values()) == {None}

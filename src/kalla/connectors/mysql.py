@@ -1,12 +1,13 @@
 """MySQL and MariaDB tables: ``mysql://user:pass@host:3306/db?table=name``.
 
 Catalog and filter literals through PyMySQL (its escaping follows the server's SQL mode);
-data through connectorx, in parallel ranges of an integer key (``?partition_on=`` or the
-integer primary key).
+data through connectorx (it releases the GIL while it reads), in parallel ranges of an
+integer key (``?partition_on=`` or the integer primary key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -17,7 +18,7 @@ from kalla.connectors.sql_table import (
     ConnectionInfo,
     SqlTableConnector,
 )
-from kalla.errors import MissingDependencyError, SourceError, SourceUnavailableError
+from kalla.errors import SourceError, SourceUnavailableError
 
 _KINDS = {
     "bigint unsigned": "int",
@@ -57,26 +58,16 @@ _ACCESS_DENIED = {1045, 1698}
 _UNKNOWN_DATABASE = {1049, 1044}
 
 
-def _pymysql() -> Any:
-    try:
-        import pymysql
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "MySQL sources need the 'mysql' extra: pip install 'kalla[mysql]'"
-        ) from exc
-    return pymysql
-
-
 class MySqlConnector(SqlTableConnector):
     kind = "mysql"
     product = "MySQL"
     extra = "mysql"
     default_port = 3306
-    cx_scheme = "mysql"
+    url_scheme = "mysql"
     native_types = frozenset(_KINDS) - {"bigint unsigned"}  # beyond int64: text, then uint64
 
     def _connect(self, info: ConnectionInfo) -> Any:
-        pymysql = _pymysql()
+        pymysql = self.driver("pymysql")
         try:
             return pymysql.connect(
                 host=info.host,
@@ -90,6 +81,13 @@ class MySqlConnector(SqlTableConnector):
             )
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc) from None
+
+    def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
+        cx = self.driver("connectorx")
+        table = cx.read_sql(url, query, return_type="arrow")
+        table = table if isinstance(table, pa.Table) else pa.table(table)
+        rows_read(table.num_rows)
+        return table
 
     def _connect_error(self, exc: Any) -> SourceError:
         info = self.info()

@@ -1,29 +1,30 @@
-"""Database tables (PostgreSQL, MySQL/MariaDB) read through connectorx, in parallel partitions.
+"""Database tables (PostgreSQL, MySQL/MariaDB) read straight into Arrow, in parallel partitions.
 
-The flow: connect with the database's own driver (fast, classified errors — connectorx
-retries a refused connection for half a minute) → read the table's columns and declared
-types from the catalog → render pushed-down filters with the driver's literal quoting →
-split the table into ranges (``partitions``) → connectorx reads the partition queries in
-parallel straight into Arrow → columns are cast to their declared types (``numeric(12,2)``
-→ ``decimal128(12, 2)``).
+The flow: connect with the database's own driver (fast, classified errors) → read the table's
+columns and declared types from the catalog → render pushed-down filters with the driver's
+literal quoting → split the table into ranges (``partitions``) → an Arrow-native reader runs
+the partition queries in parallel (``_fetch``: ADBC for PostgreSQL, connectorx for MySQL) →
+columns are cast to their declared types (``numeric(12,2)`` → ``decimal128(12, 2)``).
 
 Decimals travel exactly: up to 18 digits as their unscaled bigint (``amount * 100``), which
-connectorx decodes far faster than a numeric, and which becomes a decimal128 without any
-arithmetic; up to 28 digits and scale 10 as connectorx's own decimal; anything larger, or a
-numeric with no declared scale, as text that Arrow parses exactly. Types connectorx cannot
-read (intervals, arrays, enums…) are read as text.
+readers decode far faster than a numeric, and which becomes a decimal128 without any
+arithmetic; up to 28 digits and scale 10 as the reader's own decimal where it has one
+(connectorx); anything larger, or a numeric with no declared scale, as text that Arrow parses
+exactly. Types the reader cannot read (intervals, arrays, enums…) are read as text.
 
 A dialect subclass fills in: ``_connect``, ``_catalog``, ``_literal``, ``quote``,
-``_text_expr``, ``_scaled_expr``, ``native_types`` and, optionally, ``_target_type`` and
-``_physical_ranges``.
+``_text_expr``, ``_scaled_expr``, ``_fetch``, ``native_types`` and, optionally,
+``_target_type`` and ``_physical_ranges``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from abc import abstractmethod
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -40,7 +41,7 @@ from kalla.connectors.base import (
 from kalla.connectors.csv_types import exact_decimal
 from kalla.connectors.sql_filters import FILTER_OPS, render_filter, where_clause
 from kalla.connectors.uri import resolve_env
-from kalla.errors import MissingDependencyError, SourceError
+from kalla.errors import KallaError, MissingDependencyError, SourceError
 from kalla.suggest import closest, did_you_mean
 
 # Tables smaller than this are read in one query: partitioning costs more than it saves.
@@ -66,14 +67,15 @@ class Column:
     scale: int | None = None
 
 
-def decimal_transport(column: Column) -> str:
-    """How a decimal column travels: "scaled" bigint, connectorx "native", or exact "text"."""
+def decimal_transport(column: Column, *, native: bool = True) -> str:
+    """How a decimal column travels: "scaled" bigint, the reader's "native" decimal (where
+    ``native``: connectorx has one), or exact "text"."""
     precision, scale = column.precision, column.scale
     if precision is None or scale is None or scale < 0 or precision > 38:
         return "text"  # no declared scale (or one Arrow cannot hold): parse the text exactly
     if precision <= SCALED_INT_MAX_PRECISION:
         return "scaled"
-    if precision <= NATIVE_DECIMAL_MAX_PRECISION and scale <= NATIVE_DECIMAL_MAX_SCALE:
+    if native and precision <= NATIVE_DECIMAL_MAX_PRECISION and scale <= NATIVE_DECIMAL_MAX_SCALE:
         return "native"
     return "text"
 
@@ -108,9 +110,10 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
     product: ClassVar[str]  # "PostgreSQL"
     extra: ClassVar[str]  # the pip extra that installs the drivers
     default_port: ClassVar[int]
-    cx_scheme: ClassVar[str]  # scheme connectorx expects
+    url_scheme: ClassVar[str]  # scheme of the URL the Arrow reader connects with
     driver_options: ClassVar[tuple[str, ...]] = ()  # URI options passed to both drivers
-    native_types: ClassVar[frozenset[str]]  # catalog types connectorx reads as they are
+    native_types: ClassVar[frozenset[str]]  # catalog types the Arrow reader reads as they are
+    native_decimals: ClassVar[bool] = True  # the reader decodes numerics up to 28 digits
     options: ClassVar[tuple[str, ...]] = ("table", "partitions", "partition_on")
 
     def __init__(self, uri: str, *, alias: str) -> None:
@@ -165,18 +168,24 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
     def _scaled_expr(self, name: str, scale: int) -> str:
         """``name`` (quoted) times 10^scale as a bigint."""
 
+    @abstractmethod
+    def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
+        """Run ``query`` on a connection of its own and return the rows as Arrow, calling
+        ``rows_read`` with each batch's row count. Runs on a worker thread: the reader must
+        release the GIL while it reads. A missing driver raises MissingDependencyError."""
+
     def _select_expr(self, column: Column) -> str:
         """The expression that reads ``column``: itself, its unscaled bigint, or its text."""
         name = self.quote(column.name)
         if column.kind == "decimal":
-            how = decimal_transport(column)
+            how = decimal_transport(column, native=self.native_decimals)
             if how == "scaled":
                 return self._scaled_expr(name, column.scale or 0)
             return name if how == "native" else self._text_expr(name)
         return name if column.data_type in self.native_types else self._text_expr(name)
 
     def _target_type(self, column: Column) -> pa.DataType | None:
-        """Arrow type to cast the read column to; None to keep what connectorx gave."""
+        """Arrow type to cast the read column to; None to keep what the reader gave."""
         precision, scale = column.precision, column.scale
         if column.kind == "decimal" and precision is not None and scale is not None:
             return pa.decimal128(precision, scale) if precision <= 38 else None
@@ -250,8 +259,8 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
             for part in self._partitions(catalog)
         ]
         progress(0.05)
-        self.close()  # connectorx opens its own connections
-        table = self._run_connectorx(queries, progress.part(0.05, 0.9))
+        self.close()  # the reader opens its own connections
+        table = self._read_parallel(queries, progress.part(0.05, 0.95), catalog.estimated_rows)
         return self._cast(table, catalog)
 
     def sample(self, rows: int) -> pa.Table:
@@ -259,7 +268,7 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
         catalog = self.catalog()
         query = f"{self._select(catalog)}{where_clause(self._where)} LIMIT {max(int(rows), 0)}"
         self.close()
-        return self._cast(self._run_connectorx([query], Progress(None)), catalog)
+        return self._cast(self._read_parallel([query], Progress(None), rows), catalog)
 
     def _select(self, catalog: Catalog) -> str:
         check_unique_columns(self.columns(), alias=self.alias, uri=self.display_uri)
@@ -277,6 +286,16 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
                 self._conn = None
 
     # ---- shared machinery -----------------------------------------------------------------
+
+    def driver(self, module: str) -> Any:
+        """Import one of this dialect's drivers, naming the extra that installs it."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{self.product} sources need the '{self.extra}' extra: "
+                f"pip install 'kalla[{self.extra}]'"
+            ) from exc
 
     def info(self) -> ConnectionInfo:
         """Parse first, then resolve ``${ENV}`` in each part: a secret may hold ``@`` or ``/``."""
@@ -393,37 +412,34 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
             ranges.append(f"{key} >= {start}" + (f" AND {key} < {end}" if end is not None else ""))
         return ranges
 
-    def _run_connectorx(self, queries: list[str], progress: Progress) -> pa.Table:
-        """Each partition query on its own thread (connectorx releases the GIL while it
-        reads), joined in partition order so the staged rows, and their hash, are stable."""
-        try:
-            import connectorx as cx
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"{self.product} sources need the '{self.extra}' extra: "
-                f"pip install 'kalla[{self.extra}]'"
-            ) from exc
-        url = self._cx_url()
+    def _read_parallel(self, queries: list[str], progress: Progress, expected: int) -> pa.Table:
+        """Each partition query on its own thread, joined in partition order so the staged
+        rows, and their hash, are stable. Progress counts rows against the catalog's
+        estimate (``expected``)."""
+        url = self._driver_url()
+        lock = threading.Lock()
+        done = [0]
 
-        def read_one(query: str) -> pa.Table:
-            table = cx.read_sql(url, query, return_type="arrow")
-            return table if isinstance(table, pa.Table) else pa.table(table)
+        def rows_read(count: int) -> None:
+            with lock:
+                done[0] += count
+                progress(done[0] / max(expected, 1))
 
-        parts: list[pa.Table] = []
         try:
             with ThreadPoolExecutor(max_workers=len(queries)) as pool:
-                futures = [pool.submit(read_one, query) for query in queries]
-                for future in as_completed(futures):
-                    future.result()
-                    progress(sum(f.done() for f in futures) / len(futures))
+                futures = [pool.submit(self._fetch, url, query, rows_read) for query in queries]
                 parts = [future.result() for future in futures]
-        except Exception as exc:  # connectorx raises RuntimeError with the server's text
+        except KallaError:
+            raise
+        except Exception as exc:  # drivers raise their own errors with the server's text
             raise SourceError(
                 f"{self.label}: reading the table failed: {self.scrub(str(exc))}"
             ) from None
+        progress(1.0)
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def _cx_url(self) -> str:
+    def _driver_url(self) -> str:
+        """The URL the Arrow reader connects with. Holds the password: never show."""
         info = self.info()
         auth = ""
         if info.user is not None:
@@ -433,7 +449,7 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
             auth += "@"
         extra = "&".join(f"{k}={quote(v, safe='')}" for k, v in info.options.items())
         return (
-            f"{self.cx_scheme}://{auth}{info.host}:{info.port}/{quote(info.database, safe='')}"
+            f"{self.url_scheme}://{auth}{info.host}:{info.port}/{quote(info.database, safe='')}"
             + (f"?{extra}" if extra else "")
         )
 
