@@ -7,10 +7,12 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kalla.errors import ConfigError
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -21,6 +23,12 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (use e.g. 16G, 512M or a number of bytes)")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+# Parquet codecs DataFusion writes, with the level range each takes (checked at start-up,
+# not at the first write).
+_CODEC = re.compile(r"(uncompressed|snappy|lz4|lz4_raw)|(gzip|brotli|zstd)\((\d+)\)")
+_LEVELS = {"gzip": range(0, 10), "brotli": range(0, 12), "zstd": range(1, 23)}
 
 
 def _default_memory_limit() -> int:
@@ -42,8 +50,8 @@ class Settings(BaseSettings):
     spill_path: Path | None = Field(default=None, alias="KALLA_SPILL_PATH")
     target_partitions: int = Field(default=0, alias="KALLA_TARGET_PARTITIONS")
     parquet_compression: str = Field(default="zstd(1)", alias="KALLA_PARQUET_COMPRESSION")
-    join_strategy: str = Field(
-        default="auto", alias="KALLA_JOIN_STRATEGY", pattern="^(auto|hash|sort_merge)$"
+    join_strategy: Literal["auto", "hash", "sort_merge"] = Field(
+        default="auto", alias="KALLA_JOIN_STRATEGY"
     )
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
@@ -83,6 +91,17 @@ class Settings(BaseSettings):
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
 
+    @field_validator("parquet_compression")
+    @classmethod
+    def _check_codec(cls, value: str) -> str:
+        match = _CODEC.fullmatch(value.strip().lower())
+        if match is None or (match.group(2) and int(match.group(3)) not in _LEVELS[match.group(2)]):
+            raise ValueError(
+                f"not a Parquet codec: {value!r} (use uncompressed, snappy, lz4, lz4_raw, "
+                "gzip(0-9), brotli(0-11) or zstd(1-22))"
+            )
+        return match.group(0)
+
     @field_validator("source_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -110,4 +129,12 @@ def is_loopback(host: str) -> bool:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings, read once; a bad value fails here, naming the variable (never its
+    value, which may be a secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        from kalla.recipe.parse import describe_validation_error
+
+        problems = describe_validation_error(exc)
+        raise ConfigError("invalid setting in the environment", problems=problems) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from kalla.engine import EngineOptions, SourceInput, reconcile
-from kalla.errors import OutputError, ResourceLimitError, SqlError
+from kalla.errors import ConfigError, OutputError, ResourceLimitError, SqlError
 from kalla.recipe import MatchSpec
 
 CASE = Path(__file__).parent.parent / "fixtures" / "recipes" / "seed_readme_example"
 KALLA = [sys.executable, "-m", "kalla.cli"]
 
 
-def kalla(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def kalla(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*KALLA, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+        [*KALLA, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -162,3 +171,24 @@ def test_atomic_output_never_replaces_a_run_that_finished_meanwhile(tmp_path: Pa
         (target / "theirs.txt").write_text("theirs")
     assert [p.name for p in target.iterdir()] == ["theirs.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_bad_settings_fail_at_start_naming_each_variable(tmp_path: Path) -> None:
+    bad = {"KALLA_PARQUET_COMPRESSION": "zstd(30)", "KALLA_JOIN_STRATEGY": "fastest"}
+    result = kalla(*run_args(tmp_path / "out"), cwd=tmp_path, env=bad)
+    assert result.returncode == ConfigError.exit_code
+    assert "KALLA_PARQUET_COMPRESSION: not a Parquet codec: 'zstd(30)'" in result.stderr
+    assert "KALLA_JOIN_STRATEGY: Input should be 'auto', 'hash' or 'sort_merge'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("ZSTD(3)", "zstd(3)"), ("snappy", "snappy"), ("gzip(9)", "gzip(9)")]
+)
+def test_parquet_codecs_are_normalised(
+    given: str, kept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kalla.settings import Settings
+
+    monkeypatch.setenv("KALLA_PARQUET_COMPRESSION", given)
+    assert Settings().parquet_compression == kept
