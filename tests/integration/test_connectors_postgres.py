@@ -294,3 +294,12 @@ def test_types_without_a_plain_arrow_form_arrive_as_text(
         "feeling": "sad",
     }
     assert set(rows[1].values()) == {None}
+
+
+def test_driver_options_reach_every_connection(tmp_path: Path, invoices: Database) -> None:
+    # sslmode goes to the catalog connection and to each partition's reader alike
+    uri = invoices.table_uri("ledger.invoices", sslmode="disable", partitions="2")
+    assert stage_source(uri, alias="i", staging_dir=tmp_path).row_count == 3000
+    with pytest.raises(SourceError, match="SSL"):
+        stage_source(invoices.table_uri("ledger.invoices", sslmode="require"), alias="i",
+                     staging_dir=tmp_path)  # fmt: skip

@@ -96,6 +96,7 @@ class PostgresConnector(SqlTableConnector):
 
     def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
         dbapi = self.driver("adbc_driver_postgresql.dbapi")
+        url += ("&" if "?" in url else "?") + "application_name=kalla"  # as psycopg's, for DBAs
         with dbapi.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
             cursor.execute(query)
             reader = cursor.fetch_record_batch()
