@@ -96,3 +96,18 @@ def test_file_uri_and_env_placeholder_in_path(tmp_path: Path, monkeypatch) -> No
 def test_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is a directory"):
         connector_for(str(tmp_path), alias="p")
+
+
+@pytest.mark.parametrize(
+    ("uri", "url"),
+    [
+        (
+            "postgres://app:p%40ss@[::1]:6432/ledger?table=t&sslmode=require",
+            "postgresql://app:p%40ss@[::1]:6432/ledger?sslmode=require",
+        ),
+        ("mysql://root@db.internal/shop?table=orders", "mysql://root@db.internal:3306/shop"),
+    ],
+)
+def test_reader_url_keeps_credentials_host_and_driver_options(uri: str, url: str) -> None:
+    connector = connector_for(uri, alias="t")
+    assert connector._driver_url() == url  # type: ignore[attr-defined]

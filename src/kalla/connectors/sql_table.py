@@ -448,9 +448,9 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
                 auth += ":" + quote(info.password, safe="")
             auth += "@"
         extra = "&".join(f"{k}={quote(v, safe='')}" for k, v in info.options.items())
-        return (
-            f"{self.url_scheme}://{auth}{info.host}:{info.port}/{quote(info.database, safe='')}"
-            + (f"?{extra}" if extra else "")
+        host = f"[{info.host}]" if ":" in info.host else info.host  # an IPv6 address
+        return f"{self.url_scheme}://{auth}{host}:{info.port}/{quote(info.database, safe='')}" + (
+            f"?{extra}" if extra else ""
         )
 
     def _cast(self, table: pa.Table, catalog: Catalog) -> pa.Table:
