@@ -32,6 +32,7 @@ from test_app_harness import (
     pg_url,
     postgres_database,
     signed,
+    slow_recipe,
     upload,
     wait_for_run,
     write_csv,
@@ -499,6 +500,47 @@ def test_persistent_sources_run_from_json(app: App) -> None:
         _ok(app.http.post("/api/recipes", json=unknown), 201)
         body = _error(app.http.post("/api/runs", json={"recipe_id": unknown["recipe_id"]}), 422)
         assert "masked password" in body["error"]
+
+
+@pytest.mark.postgres
+def test_queued_and_running_runs_can_be_cancelled(app: App) -> None:
+    with postgres_database("kalla_slow") as db:
+        recipe = slow_recipe(db, f"slow-{db}", seconds=3)
+        _ok(app.http.post("/api/recipes", json=recipe), 201)
+        start = {"recipe_id": recipe["recipe_id"]}
+        running = _ok(app.http.post("/api/runs", json=start), 202)["id"]
+        queued = _ok(app.http.post("/api/runs", json=start), 202)["id"]  # one run at a time
+        wait_for_run(app.http, running, statuses=("running",))
+
+        for run_id in (queued, running):
+            run = _ok(app.http.post(f"/api/runs/{run_id}/cancel"))
+            assert (run["status"], run["stage"], run["error"]) == (
+                "cancelled",
+                "cancelled",
+                "cancelled on request",
+            )
+            assert run["timings"]["finished_at"] is not None and run["results"] == {}
+        again = _error(app.http.post(f"/api/runs/{running}/cancel"), 409)
+        assert again["error"].endswith("already cancelled; nothing to cancel")
+        _error(app.http.post("/api/runs/00000000-0000-0000-0000-000000000000/cancel"), 404)
+
+        # The running job stops at its next checkpoint, once the slow source is read; its
+        # failure arrives after the run ended and changes nothing. The queued job never
+        # starts, and the next run goes through.
+        after = file_recipe(f"after-cancel-{db}")
+        _ok(app.http.post("/api/recipes", json=after), 201)
+        files = {"invoices": app.data / "invoices.csv", "payments": app.data / "payments.csv"}
+        done = wait_for_run(app.http, _ok(upload(app.http, after["recipe_id"], files), 202)["id"])
+        assert done["status"] == "completed", done
+        kinds = [e["kind"] for e in _ok(app.http.get(f"/api/runs/{running}/events"))]
+        assert kinds[-1] == "ignored:failed" and "cancelled" in kinds, kinds
+        kinds = [e["kind"] for e in _ok(app.http.get(f"/api/runs/{queued}/events"))]
+        assert "started" not in kinds and "cancelled" in kinds, kinds
+        for run_id in (queued, running):
+            assert _ok(app.http.get(f"/api/runs/{run_id}"))["status"] == "cancelled"
+            _error(app.http.get(f"/api/runs/{run_id}/results/matched"), 409)
+        listed = _ok(app.http.get("/api/runs", params={"status": "cancelled"}))
+        assert {queued, running} <= {r["id"] for r in listed["items"]}
 
 
 # --- callbacks -------------------------------------------------------------------------------

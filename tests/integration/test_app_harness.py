@@ -253,6 +253,35 @@ def file_recipe(recipe_id: str = "inv-pay", **changes: Any) -> dict[str, Any]:
     return recipe
 
 
+def slow_recipe(database: str, recipe_id: str, *, seconds: float) -> dict[str, Any]:
+    """A recipe over two PostgreSQL tables whose left side is a view that takes ``seconds``
+    to read: a run of it stays in staging long enough to be cancelled."""
+    pg_execute(
+        database,
+        "CREATE TABLE IF NOT EXISTS invoices (invoice_id text primary key, amount numeric(10,2))",
+        "CREATE TABLE IF NOT EXISTS payments (payment_id text primary key,"
+        " reference_number text, amount numeric(10,2))",
+        f"CREATE OR REPLACE VIEW slow_invoices AS SELECT i.* FROM invoices i,"
+        f" pg_sleep({seconds}) AS s",
+    )
+    recipe = file_recipe(recipe_id)
+    recipe["sources"] = {
+        "left": {
+            "alias": "invoices",
+            "type": "postgres",
+            "uri": pg_url(database) + "?table=slow_invoices",
+            "primary_key": ["invoice_id"],
+        },
+        "right": {
+            "alias": "payments",
+            "type": "postgres",
+            "uri": pg_url(database) + "?table=payments",
+            "primary_key": ["payment_id"],
+        },
+    }
+    return recipe
+
+
 def upload(
     http: httpx.Client,
     recipe_id: str,
@@ -271,7 +300,7 @@ def wait_for_run(
     http: httpx.Client,
     run_id: str,
     *,
-    statuses: tuple[str, ...] = ("completed", "failed"),
+    statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout

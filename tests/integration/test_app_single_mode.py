@@ -30,6 +30,7 @@ from test_app_harness import (
     pg_url,
     postgres_database,
     signed,
+    slow_recipe,
     upload,
     wait_for_run,
     worker_process,
@@ -90,6 +91,28 @@ def test_round_trip_through_the_worker(stack: Stack) -> None:
     job = httpx.get(f"{stack.worker.url}/api/jobs/{run['id']}", trust_env=False).json()
     assert job["status"] == "completed"
     assert job["callbacks"]["failed"] == 0
+
+
+@pytest.mark.postgres
+def test_cancel_reaches_the_worker(stack: Stack) -> None:
+    with postgres_database("kalla_slow") as db:
+        recipe = slow_recipe(db, f"slow-{db}", seconds=3)
+        assert stack.http.post("/api/recipes", json=recipe).status_code == 201
+        created = stack.http.post("/api/runs", json={"recipe_id": recipe["recipe_id"]})
+        run_id = created.json()["id"]
+        wait_for_run(stack.http, run_id, statuses=("running",))
+        cancelled = stack.http.post(f"/api/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        # the worker was told: its job ends cancelled, and its error callback changes nothing
+        deadline = time.monotonic() + 30
+        job: dict[str, object] = {}
+        while time.monotonic() < deadline and job.get("status") != "cancelled":
+            time.sleep(0.2)
+            job = httpx.get(f"{stack.worker.url}/api/jobs/{run_id}", trust_env=False).json()
+        assert job["status"] == "cancelled", job
+        run = wait_for_run(stack.http, run_id)
+        assert run["status"] == "cancelled" and run["error"] == "cancelled on request"
 
 
 def test_api_token_guards_the_api_but_not_the_signed_callbacks(stack: Stack) -> None:

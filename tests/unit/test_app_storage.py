@@ -85,3 +85,53 @@ def test_masked_password_comes_from_the_registered_source() -> None:
     assert resolve_uri(plain, "l", registered) == plain
     with pytest.raises(RecipeError, match="masked password"):
         resolve_uri("postgres://other:***@db:5432/ledger?table=t", "l", registered)
+
+
+def test_a_job_finishing_after_its_run_was_cancelled_leaves_no_results(tmp_path: Path) -> None:
+    from kalla.app.lifecycle import Lifecycle, Outcome
+    from kalla.app.storage import RecipeVersionRow, RunRow
+    from kalla.recipe import CompletionCallback
+
+    db = Database(f"sqlite:///{tmp_path / 'kalla.db'}")
+    db.migrate()
+    run_id = str(uuid.uuid4())
+    outputs = tmp_path / "runs" / run_id
+    outputs.mkdir(parents=True)
+    (outputs / "matched.parquet").write_bytes(b"PAR1")
+    with db.session() as session:
+        version = RecipeVersionRow(recipe_id="r", version=1, name="r", body={}, sha256="0" * 64)
+        session.add(version)
+        session.flush()
+        session.add(
+            RunRow(
+                id=run_id,
+                recipe_version_id=version.id,
+                recipe_id="r",
+                recipe_version=1,
+                status="running",
+                stage="matching",
+                mode="embedded",
+                output_path=str(outputs),
+            )
+        )
+    lifecycle = Lifecycle(db)
+    assert lifecycle.cancelled(run_id, "cancelled on request") is Outcome.APPLIED
+    assert lifecycle.cancelled(run_id, "twice") is Outcome.IGNORED
+    late = CompletionCallback.model_validate(
+        {
+            "run_id": run_id,
+            "matched_count": 1,
+            "unmatched_left_count": 0,
+            "unmatched_right_count": 0,
+            "output_paths": {
+                name: str(outputs / f"{name}.parquet")
+                for name in ("matched", "unmatched_left", "unmatched_right")
+            },
+        }
+    )
+    assert lifecycle.completed(late) is Outcome.IGNORED
+    assert not outputs.exists()
+    with db.session() as session:
+        run = session.get(RunRow, run_id)
+        assert run is not None and (run.status, run.error) == ("cancelled", "cancelled on request")
+    db.dispose()

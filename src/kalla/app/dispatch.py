@@ -23,7 +23,7 @@ from uuid import UUID
 import httpx
 
 from kalla.app.jobs import build_job
-from kalla.app.lifecycle import IN_FLIGHT, Lifecycle, RunStatus, scrub
+from kalla.app.lifecycle import IN_FLIGHT, Lifecycle, Outcome, RunStatus, scrub
 from kalla.app.storage import Database, RecipeVersionRow, RunRepository, RunRow, SourceRepository
 from kalla.app.storage.models import utcnow
 from kalla.connectors import redact_uri
@@ -80,6 +80,9 @@ class Dispatcher:
             self.lifecycle.failed(ErrorCallback(run_id=UUID(run_id), error=error))
             return
         self._send(job)
+
+    def cancel(self, run_id: str) -> None:
+        """Stop the job of a run the lifecycle has just cancelled (never raises)."""
 
     def start(self) -> None:
         self.recover()
@@ -212,6 +215,13 @@ class EmbeddedDispatcher(Dispatcher):
     def _send(self, job: JobRequest) -> None:
         self._queue.put(job)
 
+    def cancel(self, run_id: str) -> None:
+        # a queued job is skipped when its turn comes (its run is no longer in flight)
+        with self._lock:
+            token = self._tokens.get(run_id)
+        if token is not None:
+            token.cancel("run cancelled on request")
+
     def _loop(self) -> None:
         from kalla.worker.job import CancelToken, remove_partial_outputs, run_job
 
@@ -224,7 +234,8 @@ class EmbeddedDispatcher(Dispatcher):
             with self._lock:
                 self._tokens[run_id] = token
             try:
-                self.lifecycle.started(run_id)
+                if self.lifecycle.started(run_id) is not Outcome.APPLIED:
+                    continue  # cancelled while it waited
                 remove_partial_outputs(Path(job.output_path))
                 run_job(job, _EmbeddedEvents(self), settings=self.settings, cancel=token)
             except Exception as exc:  # run_job reports failures itself; this is a bug
@@ -296,6 +307,22 @@ class WorkerDispatcher(Dispatcher):
             )
             return
         log.info("run %s dispatched to the worker at %s", run_id, self.shown_url)
+
+    def cancel(self, run_id: str) -> None:
+        try:
+            response = self.client.delete(f"{self.worker_url}/api/jobs/{run_id}")
+        except httpx.HTTPError as exc:
+            log.warning(
+                "run %s: cannot ask the worker at %s to cancel it (%s); its late callbacks "
+                "will be ignored",
+                run_id,
+                self.shown_url,
+                type(exc).__name__,
+            )
+            return
+        if response.status_code >= 300 and response.status_code not in (404, 409):
+            log.warning("run %s: the worker answered the cancel with HTTP %s", run_id,
+                        response.status_code)  # fmt: skip
 
     def _defer(self, run_id: str, why: str) -> None:
         """Leave the run queued without spending an attempt; the poller submits it again."""

@@ -1,8 +1,10 @@
 """A run's state machine: every event (embedded or a worker callback) lands here.
 
-queued → running (staging → matching) → completed | failed. Terminal states are final: a
-late, retried or replayed event changes nothing, and an event whose signature digest was
-seen before is not even recorded again. Progress never goes backwards.
+queued → running (staging → matching) → completed | failed | cancelled. Terminal states are
+final: a late, retried or replayed event changes nothing, and an event whose signature digest
+was seen before is not even recorded again. Progress never goes backwards. A run cancelled on
+request ends at once; its job stops at its next checkpoint, and should it finish first, the
+outputs it wrote are removed, so a cancelled run never leaves results behind.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 IN_FLIGHT = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
-TERMINAL = (RunStatus.COMPLETED.value, RunStatus.FAILED.value)
+TERMINAL = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
 
 class Outcome(StrEnum):
@@ -70,13 +73,15 @@ class Lifecycle:
 
     # ---- transitions --------------------------------------------------------------------
 
-    def started(self, run_id: str) -> None:
+    def started(self, run_id: str) -> Outcome:
+        """IGNORED when the run ended while it waited (cancelled): do not start its job."""
+
         def mutate(run: RunRow) -> None:
             run.status = RunStatus.RUNNING.value
             run.stage = "staging"
             run.started_at = run.started_at or utcnow()
 
-        self._apply(run_id, "started", {}, None, mutate)
+        return self._apply(run_id, "started", {}, None, mutate)
 
     def staging(self, event: StagingProgress, *, digest: str | None = None) -> Outcome:
         payload = event.to_dict()
@@ -121,25 +126,27 @@ class Lifecycle:
             run.error = None
             run.finished_at = utcnow()
 
-        outcome = self._apply(str(event.run_id), "completed", event.to_dict(), digest, mutate)
+        run_id = str(event.run_id)
+        outcome = self._apply(run_id, "completed", event.to_dict(), digest, mutate)
         if outcome is Outcome.APPLIED:
-            self._cleanup(str(event.run_id))
+            self._cleanup(run_id)
+        elif outcome is Outcome.IGNORED:
+            self._discard_if_cancelled(run_id)
         return outcome
 
     def failed(self, event: ErrorCallback, *, digest: str | None = None) -> Outcome:
         message = scrub(event.error)
-
-        def mutate(run: RunRow) -> None:
-            run.status = RunStatus.FAILED.value
-            run.stage = "failed"
-            run.error = message
-            run.finished_at = utcnow()
-
         payload = {"run_id": str(event.run_id), "error": message}
-        outcome = self._apply(str(event.run_id), "failed", payload, digest, mutate)
+        outcome = self._end(str(event.run_id), RunStatus.FAILED, message, payload, digest)
         if outcome is Outcome.APPLIED:
             log.warning("run %s failed: %s", event.run_id, message)
-            self._cleanup(str(event.run_id))
+        return outcome
+
+    def cancelled(self, run_id: str, reason: str) -> Outcome:
+        """End a queued or running run now; IGNORED when it had already ended."""
+        outcome = self._end(run_id, RunStatus.CANCELLED, reason, {"reason": reason}, None)
+        if outcome is Outcome.APPLIED:
+            log.info("run %s cancelled: %s", run_id, reason)
         return outcome
 
     def settle_from_manifest(self, run_id: str) -> bool:
@@ -204,6 +211,35 @@ class Lifecycle:
                 mutate(run)
             runs.touch(run)
         return Outcome.APPLIED
+
+    def _end(
+        self,
+        run_id: str,
+        status: RunStatus,
+        message: str,
+        payload: dict[str, Any],
+        digest: str | None,
+    ) -> Outcome:
+        """A run ends without results (failed, cancelled): record why, drop its uploads."""
+
+        def mutate(run: RunRow) -> None:
+            run.status = status.value
+            run.stage = status.value
+            run.error = message
+            run.finished_at = utcnow()
+
+        outcome = self._apply(run_id, status.value, payload, digest, mutate)
+        if outcome is Outcome.APPLIED:
+            self._cleanup(run_id)
+        return outcome
+
+    def _discard_if_cancelled(self, run_id: str) -> None:
+        """A job that finished after its run was cancelled: its outputs are not results."""
+        with self.db.session() as session:
+            run = RunRepository(session).get(run_id)
+            output = run.output_path if run and run.status == RunStatus.CANCELLED else None
+        if output:
+            shutil.rmtree(output, ignore_errors=True)
 
     def _cleanup(self, run_id: str) -> None:
         """Uploaded files are scratch once the run has ended; its outputs stay."""

@@ -16,7 +16,7 @@ from kalla.app.api.recipes import find_version
 from kalla.app.deps import SessionDep, StateDep, require_token
 from kalla.app.errors import BadRequestError
 from kalla.app.jobs import file_sources, resolve_uri
-from kalla.app.lifecycle import RunStatus
+from kalla.app.lifecycle import Outcome, RunStatus
 from kalla.app.openapi import json_body
 from kalla.app.results import OUTPUTS
 from kalla.app.schemas import (
@@ -30,7 +30,7 @@ from kalla.app.schemas import (
 )
 from kalla.app.storage import RunRepository, RunRow, SourceRepository
 from kalla.app.uploads import RunForm, check_upload_schema, receive_form
-from kalla.errors import NotFoundError
+from kalla.errors import ConflictError, NotFoundError
 from kalla.recipe import Recipe, SourceType
 from kalla.recipe.parse import describe_validation_error
 from kalla.suggest import did_you_mean
@@ -263,6 +263,21 @@ def list_runs(
 def read_run(run_id: UUID, session: SessionDep) -> RunPublic:
     """Status, stage, progress, counts, error, timings and (once completed) the manifest."""
     return public(get_run(session, run_id))
+
+
+@router.post("/{run_id}/cancel")
+def cancel_run(run_id: UUID, state: StateDep) -> RunPublic:
+    """Cancel a queued or running run. It ends as ``cancelled`` at once; a job already
+    running stops at its next checkpoint (after the source it is staging, or the pass it is
+    matching) and leaves no outputs. 409 when the run has already ended."""
+    key = str(run_id)
+    if state.lifecycle.cancelled(key, "cancelled on request") is not Outcome.APPLIED:
+        with state.db.session() as session:
+            status = get_run(session, run_id).status
+        raise ConflictError(f"run {run_id} already {status}; nothing to cancel")
+    state.dispatcher.cancel(key)
+    with state.db.session() as session:
+        return public(get_run(session, run_id))
 
 
 @router.get("/{run_id}/events")
