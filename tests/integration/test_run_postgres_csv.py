@@ -1,5 +1,6 @@
 """End to end: `kalla run` with invoices in PostgreSQL (filtered at the source) and a CSV of
-payments; exact decimals make the 2-cent tolerance hold at the boundary."""
+payments; exact decimals make the 2-cent tolerance hold at the boundary, also when the
+database stores the amounts as floats (``double precision``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from kalla_test_services import Database, pg_execute
 pytestmark = pytest.mark.postgres
 
 
-def test_kalla_run_postgres_left_csv_right(tmp_path: Path, pg_database: Database) -> None:
+@pytest.mark.parametrize("amount_type", ["numeric(12,2)", "double precision"])
+def test_kalla_run_postgres_left_csv_right(
+    tmp_path: Path, pg_database: Database, amount_type: str
+) -> None:
     invoices = [
         ("INV-1", Decimal("100.00"), "open"),
         ("INV-2", Decimal("19.99"), "open"),  # paid 20.01: exactly 2 cents off, matches
@@ -26,7 +30,7 @@ def test_kalla_run_postgres_left_csv_right(tmp_path: Path, pg_database: Database
     ]
     pg_execute(
         pg_database,
-        "CREATE TABLE invoices (invoice_id text PRIMARY KEY, amount numeric(12,2), status text)",
+        f"CREATE TABLE invoices (invoice_id text PRIMARY KEY, amount {amount_type}, status text)",
         ("INSERT INTO invoices VALUES (%s, %s, %s)", invoices),
     )
     payments = tmp_path / "payments.csv"
@@ -78,3 +82,10 @@ def test_kalla_run_postgres_left_csv_right(tmp_path: Path, pg_database: Database
         ("INV-1", "P1"),
         ("INV-2", "P2"),
     ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    converted = {i["alias"]: i["floats_as_decimals"] for i in manifest["inputs"]}
+    floats = amount_type == "double precision"
+    assert converted == {
+        "invoices": {"amount": "decimal128(5, 2)"} if floats else {},
+        "payments": {},
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,11 @@ def _keys(table: pa.Table, alias: str, keys: list[str], *, plain: bool = False) 
     ]
     rows = list(zip(*columns, strict=True)) if columns else []
     return [list(r) if len(keys) > 1 else r[0] for r in rows]
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON writes it: decimals as their exact text."""
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def _sorted(values: list[Any]) -> list[Any]:
@@ -90,7 +96,7 @@ def test_recipe_case(case: str, tmp_path: Path) -> None:
     for column, values in expected.get("matched_values", {}).items():
         order = sorted(range(matched.num_rows), key=lambda i: json.dumps(pairs[i]))
         got = matched.column(column).to_pylist()
-        assert [got[i] for i in order] == values
+        assert [_plain(got[i]) for i in order] == values
 
     for side, recipe_side in (("left", left), ("right", right)):
         table = pq.read_table(out / f"unmatched_{side}.parquet")
@@ -115,6 +121,9 @@ def test_recipe_case(case: str, tmp_path: Path) -> None:
         assert recipe["rank_by"] in lost.column_names
 
     manifest = json.loads((out / "manifest.json").read_text())
+    if "floats_as_decimals" in expected:
+        converted = {i["alias"]: i["floats_as_decimals"] for i in manifest["inputs"]}
+        assert converted == expected["floats_as_decimals"]
     assert {
         c["alias"]: c["input_rows"] - c["matched_keys"] - c["unmatched_rows"]
         for c in manifest["control_totals"]

@@ -9,12 +9,9 @@ import pyarrow as pa
 from datafusion import DataFrame, Expr, col, lit
 from datafusion import functions as f
 
+from kalla.engine.sql import quote_ident
 from kalla.recipe.models import FilterCondition, FilterOp
 from kalla.suggest import did_you_mean
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _typed(value: object, field: pa.Field, condition: FilterCondition) -> Expr:
@@ -45,7 +42,7 @@ def filter_expr(df: DataFrame, condition: FilterCondition, schema: pa.Schema) ->
             f"{did_you_mean(condition.column, schema.names)}"
         )
     field = schema.field(condition.column)
-    column = col(_quote_ident(condition.column))
+    column = col(quote_ident(condition.column))
     op, value = condition.op, condition.value
     if op is FilterOp.BETWEEN:
         assert isinstance(value, list)
@@ -57,7 +54,7 @@ def filter_expr(df: DataFrame, condition: FilterCondition, schema: pa.Schema) ->
         return f.in_list(column, [_typed(v, field, condition) for v in value])
     if op is FilterOp.LIKE:
         pattern = "'" + str(value).replace("'", "''") + "'"
-        return df.parse_sql_expr(f"{_quote_ident(condition.column)} LIKE {pattern}")
+        return df.parse_sql_expr(f"{quote_ident(condition.column)} LIKE {pattern}")
     literal = _typed(value, field, condition)
     comparisons = {
         FilterOp.EQ: column.__eq__,

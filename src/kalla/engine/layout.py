@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from datafusion import DataFrame, Expr, LogicalPlan, col, lit
 
+from kalla.engine.sql import quote_ident
 from kalla.errors import SqlError
 
 
@@ -25,10 +26,10 @@ class OutputColumn:
 
     def ref(self) -> Expr:
         """An expression selecting exactly this column (names are case-sensitive)."""
-        quoted = '"' + self.name.replace('"', '""') + '"'
+        quoted = quote_ident(self.name)
         if self.qualifier is None:
             return col(quoted)
-        return col('"' + self.qualifier.replace('"', '""') + '".' + quoted)
+        return col(f"{quote_ident(self.qualifier)}.{quoted}")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionContext
 
 from kalla.engine.filters import apply_filters
+from kalla.engine.floats import as_decimals, exact_types, float_columns
 from kalla.engine.layout import MatchLayout, analyse
 from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.session import EngineOptions, make_context, read_only
-from kalla.engine.sql import explain_sql_error, rewrite_tolerance
+from kalla.engine.sql import explain_sql_error, quote_ident, rewrite_tolerance
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLimitError, SqlError
 from kalla.evidence.manifest import build_manifest, canonical_json
@@ -55,10 +57,6 @@ class SourceInput:
     filters: tuple[FilterCondition, ...] = ()
     uri: str = ""  # redacted; for the manifest
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _rows(path: Path) -> int:
@@ -102,6 +100,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.sql_log: list[dict[str, str]] = []
         self.input_rows: dict[str, int] = {}
+        self.floats_as_decimals: dict[str, dict[str, str]] = {}  # alias → column → type
         self.passes: list[_Pass] = []
         # Outputs are mostly unique strings (ids, descriptions): dictionary encoding and
         # page-level statistics cost ~20% of the write and buy nothing there (measured at 1M).
@@ -148,10 +147,13 @@ class _Run:
             pq.write_table(pa.Table.from_batches([], schema=df.schema()), path)
         return _rows(path)
 
-    def scalar(self, sql: str, what: str) -> int:
+    def row(self, sql: str, what: str) -> dict[str, Any]:
+        """The first row of a query, by column name."""
         table = self.execute(what, lambda: self.ctx.sql(sql).to_arrow_table())
-        value = table.column(0)[0].as_py()
-        return int(value or 0)
+        return table.slice(0, 1).to_pylist()[0]
+
+    def scalar(self, sql: str, what: str) -> int:
+        return int(next(iter(self.row(sql, what).values())) or 0)
 
     def register_view(self, name: str, df: DataFrame) -> None:
         if self.ctx.table_exist(name):
@@ -167,6 +169,11 @@ class _Run:
             path = str(side.path)
             self.execute(f"source '{side.alias}'", self.ctx.register_parquet, raw, path)
             df = self.ctx.table(raw)
+            floats = float_columns(df)
+            if floats:  # decimals stored as floats are compared as the decimals they are
+                types = exact_types(raw, floats, partial(self.row, what=f"source '{side.alias}'"))
+                df = as_decimals(df, types)
+                self.floats_as_decimals[side.alias] = {n: str(t) for n, t in types.items()}
             columns = df.schema().names
             for key in side.primary_key:
                 if key not in columns:
@@ -185,7 +192,7 @@ class _Run:
         for side in self.sides:
             if side.filters:
                 self.input_rows[side.alias] = self.scalar(
-                    f"SELECT COUNT(*) FROM {_ident('__base_' + side.alias)}",
+                    f"SELECT COUNT(*) FROM {quote_ident('__base_' + side.alias)}",
                     f"source '{side.alias}'",
                 )
             else:
@@ -198,9 +205,9 @@ class _Run:
         parts = []
         for p in passes:
             cols = ", ".join(
-                f"{_ident(name)} AS k{i}" for i, name in enumerate(p.layout.keys[side.alias])
+                f"{quote_ident(name)} AS k{i}" for i, name in enumerate(p.layout.keys[side.alias])
             )
-            parts.append(f"SELECT {cols} FROM {_ident(self.pass_table(p))}")
+            parts.append(f"SELECT {cols} FROM {quote_ident(self.pass_table(p))}")
         return " UNION ALL ".join(parts)
 
     def pass_table(self, p: _Pass) -> str:
@@ -212,11 +219,11 @@ class _Run:
     def anti_join_sql(self, side: SourceInput, passes: Sequence[_Pass]) -> str:
         """Rows of the (filtered) source whose key is in no match: NULL-safe, so a NULL
         key behaves like any other value instead of vanishing from both sides."""
-        base = _ident(f"__base_{side.alias}")
+        base = quote_ident(f"__base_{side.alias}")
         if not passes:
             return f"SELECT * FROM {base}"
         on = " AND ".join(
-            f"(b.{_ident(key)} IS NOT DISTINCT FROM m.k{i})"
+            f"(b.{quote_ident(key)} IS NOT DISTINCT FROM m.k{i})"
             for i, key in enumerate(side.primary_key)
         )
         return (
@@ -252,7 +259,7 @@ class _Run:
         rows_in = {
             s.alias: self.input_rows[s.alias]
             if index == 0
-            else self.scalar(f"SELECT COUNT(*) FROM {_ident(s.alias)}", where)
+            else self.scalar(f"SELECT COUNT(*) FROM {quote_ident(s.alias)}", where)
             for s in self.sides
         }
         sql, df = self.plan_pass(spec, where)
@@ -319,14 +326,15 @@ class _Run:
         name = f"__keys_{path.stem.replace('-', '_')}"
         if not self.ctx.table_exist(name):
             self.ctx.register_parquet(name, str(path))
-        keys = ", ".join(_ident(k) for k in key_names)
+        keys = ", ".join(quote_ident(k) for k in key_names)
         # Only repeated keys leave the aggregation (cheaper than a pass over every key);
         # distinct keys = rows - rows of repeated keys + repeated keys.
         table = self.execute(
             where,
             lambda: self.ctx.sql(
                 "SELECT COUNT(*) AS repeated, COALESCE(SUM(c), 0) AS repeated_rows FROM "
-                f"(SELECT COUNT(*) AS c FROM {_ident(name)} GROUP BY {keys} HAVING COUNT(*) > 1)"
+                f"(SELECT COUNT(*) AS c FROM {quote_ident(name)} GROUP BY {keys}"
+                " HAVING COUNT(*) > 1)"
             ).to_pylist(),
         )
         repeated, repeated_rows = int(table[0]["repeated"]), int(table[0]["repeated_rows"])
@@ -376,8 +384,8 @@ class _Run:
         )
 
     def explain_totals(self, total: ControlTotal, side: SourceInput) -> DataIntegrityError:
-        keys = ", ".join(_ident(k) for k in side.primary_key)
-        base = _ident(f"__base_{side.alias}")
+        keys = ", ".join(quote_ident(k) for k in side.primary_key)
+        base = quote_ident(f"__base_{side.alias}")
         dupes = self.execute(
             "control totals",
             lambda: self.ctx.sql(
@@ -500,6 +508,7 @@ def reconcile(
                     "filters": [f.to_dict() for f in s.filters],
                     "rows": run.input_rows[s.alias],
                     "fingerprint": dict(s.fingerprint),
+                    "floats_as_decimals": run.floats_as_decimals.get(s.alias, {}),
                 }
                 for s in run.sides
             ],

@@ -19,6 +19,11 @@ from kalla.suggest import did_you_mean
 TOLERANCE_FN = "tolerance_match"
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier: case and any character kept as they are."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _matching_paren(tokens: Sequence[Token], open_index: int) -> int:
     depth = 0
     for i in range(open_index, len(tokens)):
