@@ -303,3 +303,21 @@ def test_driver_options_reach_every_connection(tmp_path: Path, invoices: Databas
     with pytest.raises(SourceError, match="SSL"):
         stage_source(invoices.table_uri("ledger.invoices", sslmode="require"), alias="i",
                      staging_dir=tmp_path)  # fmt: skip
+
+
+def test_money_arrives_as_its_exact_decimal(tmp_path: Path, pg_database: Database) -> None:
+    pg_execute(
+        pg_database,
+        "CREATE TABLE fees (id int, fee money)",
+        "INSERT INTO fees VALUES (1, 1234.56), (2, -0.01), (3, NULL)",
+    )
+    staged = stage_source(pg_database.table_uri("fees"), alias="fees", staging_dir=tmp_path,
+                          filters=[Filter("fee", "lt", "1000")])  # fmt: skip
+    assert staged.schema.field("fee").type == pa.decimal128(3, 2)
+    assert pq.read_table(staged.path).column("fee").to_pylist() == [Decimal("-0.01")]
+    everything = stage_source(pg_database.table_uri("fees"), alias="fees", staging_dir=tmp_path)
+    assert pq.read_table(everything.path).column("fee").to_pylist() == [
+        Decimal("1234.56"),
+        Decimal("-0.01"),
+        None,
+    ]

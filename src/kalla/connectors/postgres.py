@@ -28,6 +28,7 @@ _KINDS = {
     "integer": "int",
     "bigint": "int",
     "numeric": "decimal",
+    "money": "decimal",  # read through numeric: its text is locale-formatted ('$1,234.56')
     "real": "float",
     "double precision": "float",
     "text": "text",
@@ -213,7 +214,14 @@ class PostgresConnector(SqlTableConnector):
         name = self.quote(column.name)
         if column.data_type in ("text", "character varying", "character"):
             return f'{name} COLLATE "C"'  # byte order for < and >, as the engine orders text
+        if column.data_type == "money":
+            return f"{name}::numeric"  # money compares with money only
         return name
+
+    def _select_expr(self, column: Column) -> str:
+        if column.data_type == "money":
+            return f"{self.quote(column.name)}::numeric::text"
+        return super()._select_expr(column)
 
     def _text_expr(self, name: str) -> str:
         return f"{name}::text"
