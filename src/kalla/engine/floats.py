@@ -26,13 +26,13 @@ from kalla.engine.sql import quote_ident
 
 MAX_SCALE = 15
 _NO_SCALE = 99
-_SIGNIFICANT = {pa.float64(): 15, pa.float32(): 6, pa.float16(): 3}
+_SIGNIFICANT = {pa.float64(): 15, pa.float32(): 6}  # DBL_DIG, FLT_DIG
 
 Row = Callable[[str], Mapping[str, Any]]  # runs a one-row SQL query: its row by column name
 
 
 def float_columns(df: DataFrame) -> list[tuple[str, pa.DataType]]:
-    return [(f.name, f.type) for f in df.schema() if pa.types.is_floating(f.type)]
+    return [(f.name, f.type) for f in df.schema() if f.type in _SIGNIFICANT]
 
 
 def exact_types(
@@ -63,7 +63,7 @@ def exact_types(
         largest = float(found[f"m{i}"] or 0.0)
         integer_digits = len(str(int(largest))) if largest >= 1 else 0
         precision = integer_digits + scale
-        if precision <= _SIGNIFICANT.get(kind, 0):
+        if precision <= _SIGNIFICANT[kind]:
             types[name] = pa.decimal128(max(precision, 1), scale)
     return types
 
