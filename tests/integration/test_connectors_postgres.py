@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 from kalla_test_services import Database, pg_execute
 
 from kalla.connectors import connector_for, stage_source
-from kalla.errors import SourceError, SourceUnavailableError
+from kalla.errors import KallaError, SourceError, SourceUnavailableError
 
 pytestmark = pytest.mark.postgres
 
@@ -321,3 +322,43 @@ def test_money_arrives_as_its_exact_decimal(tmp_path: Path, pg_database: Databas
         Decimal("-0.01"),
         None,
     ]
+
+
+def test_a_cancelled_read_stops_the_query_on_the_server(
+    tmp_path: Path, pg_database: Database
+) -> None:
+    pg_execute(
+        pg_database,
+        "CREATE TABLE t (id int)",
+        "INSERT INTO t VALUES (1)",
+        "CREATE VIEW slow AS SELECT t.* FROM t, pg_sleep(30) AS s",
+    )
+
+    class Stop(KallaError):
+        pass
+
+    started = time.monotonic()
+
+    def progress(fraction: float) -> None:
+        if time.monotonic() - started > 1.0:  # the job was cancelled while the query ran
+            raise Stop("stop")
+
+    with pytest.raises(Stop):
+        stage_source(pg_database.table_uri("slow"), alias="s", staging_dir=tmp_path,
+                     progress=progress)  # fmt: skip
+    assert time.monotonic() - started < 10  # not the 30 s the query would take
+    deadline = time.monotonic() + 5
+    while _running_queries(pg_database) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running_queries(pg_database) == 0
+
+
+def _running_queries(database: Database) -> int:
+    import psycopg
+
+    with psycopg.connect(database.uri, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kalla'"
+            " AND state = 'active' AND datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0

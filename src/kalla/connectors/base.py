@@ -50,7 +50,8 @@ class Progress:
 
     Readers may report from their own threads (a download's parts, pyarrow's reader); a lock
     shared by every part keeps the calls one at a time and in increasing order. An exception
-    from the callback (e.g. a cancelled job) propagates out of staging.
+    from the callback (e.g. a cancelled job) propagates out of staging; ``heartbeat`` gives
+    the callback that chance while a reader waits.
     """
 
     def __init__(self, fn: ProgressFn | None, start: float = 0.0, end: float = 1.0) -> None:
@@ -68,6 +69,16 @@ class Progress:
             if value > self._state[0]:
                 self._state[0] = value
                 self._fn(value)
+
+    def heartbeat(self) -> None:
+        """Report the last fraction again: a cancellation checkpoint while nothing advances
+        (a query that has not returned its first rows yet)."""
+        if self._fn is None:
+            return
+        with self._lock:
+            last = self._state[0]
+            if last >= 0.0:
+                self._fn(last)
 
     def part(self, start: float, end: float) -> Progress:
         """A progress for a sub-step covering ``start..end`` of this one."""

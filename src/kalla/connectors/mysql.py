@@ -16,6 +16,7 @@ from kalla.connectors.sql_table import (
     Catalog,
     Column,
     ConnectionInfo,
+    Interrupts,
     SqlTableConnector,
 )
 from kalla.errors import SourceError, SourceUnavailableError
@@ -82,8 +83,10 @@ class MySqlConnector(SqlTableConnector):
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc) from None
 
-    def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
-        cx = self.driver("connectorx")
+    def _fetch(
+        self, url: str, query: str, rows_read: Callable[[int], None], running: Interrupts
+    ) -> pa.Table:
+        cx = self.driver("connectorx")  # it cannot stop a query midway: nothing to register
         table = cx.read_sql(url, query, return_type="arrow")
         table = table if isinstance(table, pa.Table) else pa.table(table)
         rows_read(table.num_rows)

@@ -18,6 +18,7 @@ from kalla.connectors.sql_table import (
     Catalog,
     Column,
     ConnectionInfo,
+    Interrupts,
     SqlTableConnector,
 )
 from kalla.errors import SourceError, SourceUnavailableError
@@ -95,10 +96,16 @@ class PostgresConnector(SqlTableConnector):
         conn.read_only = True
         return conn
 
-    def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
+    def _fetch(
+        self, url: str, query: str, rows_read: Callable[[int], None], running: Interrupts
+    ) -> pa.Table:
         dbapi = self.driver("adbc_driver_postgresql.dbapi")
         url += ("&" if "?" in url else "?") + "application_name=kalla"  # as psycopg's, for DBAs
-        with dbapi.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
+        with (
+            dbapi.connect(url, autocommit=True) as conn,
+            conn.cursor() as cursor,
+            running.registered(conn.adbc_cancel),  # asks the server to stop the query
+        ):
             cursor.execute(query)
             reader = cursor.fetch_record_batch()
             batches = []

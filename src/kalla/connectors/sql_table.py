@@ -23,8 +23,9 @@ import importlib
 import os
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -54,6 +55,39 @@ NATIVE_DECIMAL_MAX_SCALE = 10
 # Up to 18 digits a decimal travels fastest as its unscaled integer (amount * 10^scale as a
 # bigint): decoding a bigint costs connectorx far less than decoding a numeric.
 SCALED_INT_MAX_PRECISION = 18
+
+
+# How often a partitioned read checks, between batches, whether it should stop.
+_HEARTBEAT_SECONDS = 0.5
+
+
+class Interrupts:
+    """What stops the queries in flight: each reader registers its cancel while it runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancels: dict[int, Callable[[], None]] = {}
+        self._stopped = False
+
+    @contextmanager
+    def registered(self, cancel: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            if self._stopped:
+                raise SourceError("the read was interrupted")
+            self._cancels[id(cancel)] = cancel
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._cancels.pop(id(cancel), None)
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._stopped = True
+            cancels = list(self._cancels.values())
+        for cancel in cancels:
+            with suppress(Exception):  # the query may have just ended
+                cancel()
 
 
 @dataclass(frozen=True)
@@ -169,10 +203,13 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
         """``name`` (quoted) times 10^scale as a bigint."""
 
     @abstractmethod
-    def _fetch(self, url: str, query: str, rows_read: Callable[[int], None]) -> pa.Table:
+    def _fetch(
+        self, url: str, query: str, rows_read: Callable[[int], None], running: Interrupts
+    ) -> pa.Table:
         """Run ``query`` on a connection of its own and return the rows as Arrow, calling
         ``rows_read`` with each batch's row count. Runs on a worker thread: the reader must
-        release the GIL while it reads. A missing driver raises MissingDependencyError."""
+        release the GIL while it reads. A reader that can stop a query midway registers how
+        with ``running`` while it runs. A missing driver raises MissingDependencyError."""
 
     def _select_expr(self, column: Column) -> str:
         """The expression that reads ``column``: itself, its unscaled bigint, or its text."""
@@ -415,26 +452,40 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
     def _read_parallel(self, queries: list[str], progress: Progress, expected: int) -> pa.Table:
         """Each partition query on its own thread, joined in partition order so the staged
         rows, and their hash, are stable. Progress counts rows against the catalog's
-        estimate (``expected``)."""
+        estimate (``expected``). While the queries run, a heartbeat gives a cancelled job (or
+        Ctrl-C) its chance every half second; the queries in flight are then cancelled on
+        the server instead of being waited for."""
         url = self._driver_url()
         lock = threading.Lock()
-        done = [0]
+        total = [0]
+        running = Interrupts()
 
         def rows_read(count: int) -> None:
             with lock:
-                done[0] += count
-                progress(done[0] / max(expected, 1))
+                total[0] += count
+                progress(total[0] / max(expected, 1))
 
+        pool = ThreadPoolExecutor(max_workers=len(queries))
+        futures = [pool.submit(self._fetch, url, q, rows_read, running) for q in queries]
         try:
-            with ThreadPoolExecutor(max_workers=len(queries)) as pool:
-                futures = [pool.submit(self._fetch, url, query, rows_read) for query in queries]
-                parts = [future.result() for future in futures]
-        except KallaError:
-            raise
-        except Exception as exc:  # drivers raise their own errors with the server's text
-            raise SourceError(
-                f"{self.label}: reading the table failed: {self.scrub(str(exc))}"
-            ) from None
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, _HEARTBEAT_SECONDS, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    if (error := future.exception()) is not None:
+                        raise error
+                if pending:
+                    progress.heartbeat()
+            parts = [future.result() for future in futures]
+        except BaseException as exc:
+            running.interrupt()
+            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KallaError) or not isinstance(exc, Exception):
+                raise  # a cancelled job, Ctrl-C, or our own error
+            # drivers raise their own errors with the server's text
+            message = f"{self.label}: reading the table failed: {self.scrub(str(exc))}"
+            raise SourceError(message) from None
+        pool.shutdown(wait=True)
         progress(1.0)
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
