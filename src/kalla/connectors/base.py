@@ -266,8 +266,12 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     from datafusion import ParquetWriterOptions, SessionContext
 
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet")
+    # Row-group statistics only: page-level ones cost ~10% of the write (measured on the 1M
+    # invoices table) and a staged file is scanned whole.
     options = ParquetWriterOptions(
-        compression=get_settings().parquet_compression, max_row_group_size=_ROW_GROUP_ROWS
+        compression=get_settings().parquet_compression,
+        max_row_group_size=_ROW_GROUP_ROWS,
+        statistics_enabled="chunk",
     )
     try:
         frame = SessionContext().from_arrow(table)
