@@ -349,3 +349,16 @@ def test_cancel_token_keeps_the_first_reason() -> None:
     token.cancel("second")
     time.sleep(0.05)
     assert token.reason == "first" and seen == [True]
+
+
+def test_heartbeats_are_checkpoints_not_events() -> None:
+    from kalla.worker.job import _Reporter
+
+    sink, cancel = Recorder(), CancelToken()
+    report = _Reporter(_request(), sink, cancel)
+    for fraction in (0.0, 0.5, 0.5, 0.5, 1.0, 1.0):
+        report("staging", "left_src", fraction)
+    assert [e.progress for e in sink.events if isinstance(e, StagingProgress)] == [0.0, 0.5, 1.0]
+    cancel.cancel("run cancelled on request")
+    with pytest.raises(JobCancelled):
+        report("staging", "left_src", 1.0)  # a repeated fraction still checks

@@ -262,11 +262,13 @@ class _Reporter:
         now = time.monotonic()
         if stage == "staging" and alias is not None:
             previous = self.last.get(alias)
-            if (
-                previous is None
-                or fraction >= 1.0
-                or fraction - previous[0] >= STAGING_STEP
-                or now - previous[1] >= STAGING_INTERVAL
+            if previous is None or (
+                fraction > previous[0]  # a reader's heartbeat repeats its fraction: no event
+                and (
+                    fraction >= 1.0
+                    or fraction - previous[0] >= STAGING_STEP
+                    or now - previous[1] >= STAGING_INTERVAL
+                )
             ):
                 self.last[alias] = (fraction, now)
                 event = StagingProgress(run_id=self.run_id, progress=fraction, source=alias)
