@@ -4,7 +4,8 @@ Flow (``Connector.stage``): list the source's columns → check the expected one
 a typed Arrow table (with progress) → write it to the staging directory as Parquet, atomically
 → fingerprint it. A connector implements ``columns`` and ``read``; a file that the engine can
 register as it is (local Parquet) says so through ``in_place``; optional capabilities are the
-mixins ``SupportsFilterPushdown`` and ``SupportsPartitionedRead``.
+mixins ``SupportsFilterPushdown``, ``SupportsPartitionedRead`` and ``SupportsStreamedRead``
+(a large source written batch by batch, in bounded memory).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +161,18 @@ class Connector(ABC):
                 path, schema, rows = placed
                 fingerprint = Deferred(cast("Future[Mapping[str, object]]", source_fp))
             else:
-                table = self.read(report.part(self.fetch_share, 0.85), pushed)
+                reading = report.part(self.fetch_share, 0.85)
                 path = staged_path(self.staging_dir, self.alias)
-                write_parquet_atomic(table, path)
-                schema, rows = table.schema, table.num_rows
-                del table
+                stream = None
+                if isinstance(self, SupportsStreamedRead):
+                    stream = self.read_stream(reading, pushed)
+                if stream is not None:
+                    schema, rows = write_parquet_stream(*stream, path)
+                else:
+                    table = self.read(reading, pushed)
+                    write_parquet_atomic(table, path)
+                    schema, rows = table.schema, table.num_rows
+                    del table
                 fingerprint = source_fp.result()
             if fingerprint is None:
                 fingerprint = {"kind": "table", "rows": rows, "content_sha256": sha256_file(path)}
@@ -188,6 +196,18 @@ class SupportsFilterPushdown(ABC):
     @abstractmethod
     def pushdown(self, filters: Sequence[Any]) -> Sequence[Any]:
         """Accept the filters the source will apply; the engine applies the rest."""
+
+
+class SupportsStreamedRead(ABC):
+    """A connector that can hand over a large source as a stream of batches, so staging
+    writes it in bounded memory instead of holding the whole table."""
+
+    @abstractmethod
+    def read_stream(
+        self, progress: Progress, filters: Sequence[Any]
+    ) -> tuple[pa.Schema, Iterator[pa.Table]] | None:
+        """``(schema, parts)`` in a stable order, every part of ``schema``; None when the
+        source is better read whole (small, or its types depend on all of its values)."""
 
 
 class SupportsPartitionedRead(ABC):
@@ -257,15 +277,50 @@ def staged_path(root: Path, alias: str) -> Path:
 _ROW_GROUP_ROWS = 512 * 1024
 
 
+def write_parquet_stream(
+    schema: pa.Schema, parts: Iterator[pa.Table], path: Path
+) -> tuple[pa.Schema, int]:
+    """Write ``parts`` to ``path`` as they come (pyarrow's writer holds one row group at a
+    time), via a temp file and a rename like ``write_parquet_atomic``."""
+    import pyarrow.parquet as pq
+
+    codec, _, level = get_settings().parquet_compression.partition("(")
+    codec = {"uncompressed": "none", "lz4_raw": "lz4"}.get(codec, codec)
+    tmp = _temp_path(path)
+    rows = 0
+    try:
+        with pq.ParquetWriter(
+            tmp,
+            schema,
+            compression=codec,
+            compression_level=int(level.rstrip(")")) if level else None,
+        ) as writer:
+            for part in parts:
+                writer.write_table(part, row_group_size=_ROW_GROUP_ROWS)
+                rows += part.num_rows
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write staged file {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return schema, rows
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet")
+
+
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` via a temp file and a rename: no reader sees half a file.
 
     DataFusion's writer encodes columns and row groups in parallel (about twice pyarrow's
     single-threaded writer on 10M rows) and writes the same Arrow schema back.
     """
-    from datafusion import ParquetWriterOptions, SessionContext
+    from datafusion import ParquetWriterOptions, SessionConfig, SessionContext
 
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet")
+    tmp = _temp_path(path)
     # Row-group statistics only: page-level ones cost ~10% of the write (measured on the 1M
     # invoices table) and a staged file is scanned whole.
     options = ParquetWriterOptions(
@@ -274,7 +329,13 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         statistics_enabled="chunk",
     )
     try:
-        frame = SessionContext().from_arrow(table)
+        # One input partition: the rows stay in their order, so the staged file (whose hash
+        # fingerprints a table) is the same byte for byte on every run; with the default,
+        # batches are round-robined across partitions and interleave differently each time
+        # (4 distinct hashes in 6 stagings of the same 1M rows). Row groups and columns are
+        # still encoded in parallel, and it measured faster too (0.19 s against 0.24 s).
+        config = SessionConfig().with_target_partitions(1)
+        frame = SessionContext(config).from_arrow(table)
         frame.write_parquet_with_options(str(tmp), options)
         os.replace(tmp, path)
     except OSError as exc:

@@ -63,6 +63,12 @@ _NATIVE = frozenset(
     }
 )
 
+
+def _named(url: str) -> str:
+    """The reader's URL with ``application_name=kalla``, as psycopg's connection has, for DBAs."""
+    return url + ("&" if "?" in url else "?") + "application_name=kalla"
+
+
 # TID range scans (PostgreSQL 14+) make ctid partitions read only their own pages.
 _TID_RANGE_SCAN_VERSION = 140000
 
@@ -100,9 +106,8 @@ class PostgresConnector(SqlTableConnector):
         self, url: str, query: str, rows_read: Callable[[int], None], running: Interrupts
     ) -> pa.Table:
         dbapi = self.driver("adbc_driver_postgresql.dbapi")
-        url += ("&" if "?" in url else "?") + "application_name=kalla"  # as psycopg's, for DBAs
         with (
-            dbapi.connect(url, autocommit=True) as conn,
+            dbapi.connect(_named(url), autocommit=True) as conn,
             conn.cursor() as cursor,
             running.registered(conn.adbc_cancel),  # asks the server to stop the query
         ):

@@ -23,8 +23,9 @@ import importlib
 import os
 import threading
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,6 +38,7 @@ from kalla.connectors.base import (
     Progress,
     SupportsFilterPushdown,
     SupportsPartitionedRead,
+    SupportsStreamedRead,
     check_unique_columns,
 )
 from kalla.connectors.csv_types import exact_decimal
@@ -56,6 +58,13 @@ NATIVE_DECIMAL_MAX_SCALE = 10
 # bigint): decoding a bigint costs connectorx far less than decoding a numeric.
 SCALED_INT_MAX_PRECISION = 18
 
+
+# Tables this large on disk (~5M invoices rows) are staged range by range, in bounded memory:
+# at 10M invoices rows a whole read peaks at 1.3 GB, ranges of ~500k rows at 0.5 GB, in
+# about the same time, and the peak stays there however large the table.
+STREAM_MIN_BYTES = 512 << 20
+STREAM_PART_BLOCKS = 6_400
+_BLOCK_BYTES = 8192
 
 # How often a partitioned read checks, between batches, whether it should stop.
 _HEARTBEAT_SECONDS = 0.5
@@ -138,7 +147,9 @@ class ConnectionInfo:
     options: dict[str, str]
 
 
-class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRead):
+class SqlTableConnector(
+    Connector, SupportsFilterPushdown, SupportsPartitionedRead, SupportsStreamedRead
+):
     """The shared flow for database tables; dialects fill in the hooks below."""
 
     product: ClassVar[str]  # "PostgreSQL"
@@ -300,6 +311,46 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
         table = self._read_parallel(queries, progress.part(0.05, 0.95), catalog.estimated_rows)
         return self._cast(table, catalog)
 
+    def read_stream(
+        self, progress: Progress, filters: Sequence[Any] = ()
+    ) -> tuple[pa.Schema, Iterator[pa.Table]] | None:
+        """A large table as ranges of ``STREAM_PART_BLOCKS`` pages (~500k rows), read a
+        few ahead in parallel and handed over in order, so staging holds a window of ranges,
+        not the table. None for a table under ``STREAM_MIN_BYTES`` (a whole parallel read is
+        faster), without storage ranges, or whose decimal types are read off their values
+        (every range must type alike).
+
+        The choice rests on the table's size on disk, not on a row estimate: the same table
+        is always read the same way, so its staged file, and fingerprint, stay the same."""
+        catalog = self.catalog()
+        if catalog.physical_blocks * _BLOCK_BYTES < STREAM_MIN_BYTES or any(
+            c.kind == "decimal" and decimal_transport(c, native=self.native_decimals) == "text"
+            for c in catalog.columns
+        ):
+            return None
+        count = -(-catalog.physical_blocks // STREAM_PART_BLOCKS)
+        ranges = self._physical_ranges(catalog, count)
+        if not ranges:
+            return None
+        base = self._select(catalog)
+        queries = [base + where_clause([*self._where, part]) for part in ranges]
+        window = self.partition_count()
+        self.close()  # the reader opens its own connections
+        reads = _OrderedReads(self, queries, window, progress, catalog.estimated_rows)
+        first = self._cast(reads.next(), catalog)
+
+        def tables() -> Iterator[pa.Table]:
+            with reads:
+                yield first
+                for _ in queries[1:]:
+                    yield self._cast(reads.next(), catalog).cast(first.schema)
+
+        return first.schema, tables()
+
+    def _read_error(self, exc: Exception) -> SourceError:
+        """A driver's own error (with the server's text), without the password."""
+        return SourceError(f"{self.label}: reading the table failed: {self.scrub(str(exc))}")
+
     def sample(self, rows: int) -> pa.Table:
         """The first ``rows`` rows, typed as a full read types them (for previews)."""
         catalog = self.catalog()
@@ -452,40 +503,9 @@ class SqlTableConnector(Connector, SupportsFilterPushdown, SupportsPartitionedRe
     def _read_parallel(self, queries: list[str], progress: Progress, expected: int) -> pa.Table:
         """Each partition query on its own thread, joined in partition order so the staged
         rows, and their hash, are stable. Progress counts rows against the catalog's
-        estimate (``expected``). While the queries run, a heartbeat gives a cancelled job (or
-        Ctrl-C) its chance every half second; the queries in flight are then cancelled on
-        the server instead of being waited for."""
-        url = self._driver_url()
-        lock = threading.Lock()
-        total = [0]
-        running = Interrupts()
-
-        def rows_read(count: int) -> None:
-            with lock:
-                total[0] += count
-                progress(total[0] / max(expected, 1))
-
-        pool = ThreadPoolExecutor(max_workers=len(queries))
-        futures = [pool.submit(self._fetch, url, q, rows_read, running) for q in queries]
-        try:
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, _HEARTBEAT_SECONDS, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    if (error := future.exception()) is not None:
-                        raise error
-                if pending:
-                    progress.heartbeat()
-            parts = [future.result() for future in futures]
-        except BaseException as exc:
-            running.interrupt()
-            pool.shutdown(wait=True, cancel_futures=True)
-            if isinstance(exc, KallaError) or not isinstance(exc, Exception):
-                raise  # a cancelled job, Ctrl-C, or our own error
-            # drivers raise their own errors with the server's text
-            message = f"{self.label}: reading the table failed: {self.scrub(str(exc))}"
-            raise SourceError(message) from None
-        pool.shutdown(wait=True)
+        estimate (``expected``)."""
+        with _OrderedReads(self, queries, len(queries), progress, expected) as reads:
+            parts = reads.all()
         progress(1.0)
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
@@ -552,3 +572,87 @@ def _raw_host(netloc: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")]
     return host.partition(":")[0]
+
+
+class _OrderedReads:
+    """Partition queries run by a pool, at most ``window`` at a time, and handed over in
+    query order (the staged rows, and their hash, are the same on every run).
+
+    While a caller waits, a heartbeat every half second gives a cancelled job (or Ctrl-C)
+    its chance; the queries in flight are then cancelled on the server (``Interrupts``)
+    instead of being waited for. Drivers' errors become a SourceError without the password.
+    """
+
+    def __init__(
+        self,
+        connector: SqlTableConnector,
+        queries: Sequence[str],
+        window: int,
+        progress: Progress,
+        expected: int,
+    ) -> None:
+        self.connector = connector
+        self.queries = list(queries)
+        self.window = max(window, 1)
+        self.progress = progress
+        self.expected = max(expected, 1)
+        self.url = connector._driver_url()
+        self.running = Interrupts()
+        self.pool = ThreadPoolExecutor(max_workers=self.window)
+        self.pending: deque[Future[pa.Table]] = deque()
+        self.submitted = 0
+        self.rows = 0
+        self.lock = threading.Lock()
+        self._fill()
+
+    def __enter__(self) -> _OrderedReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def next(self) -> pa.Table:
+        """The next query's rows, in order."""
+        future = self.pending.popleft()
+        try:
+            self._await([future, *self.pending])
+            table = future.result()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, KallaError) or not isinstance(exc, Exception):
+                raise  # a cancelled job, Ctrl-C, or our own error
+            raise self.connector._read_error(exc) from None
+        self._fill()
+        return table
+
+    def all(self) -> list[pa.Table]:
+        return [self.next() for _ in self.queries]
+
+    def close(self) -> None:
+        self.running.interrupt()  # a no-op once every query has ended
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fill(self) -> None:
+        while self.submitted < len(self.queries) and len(self.pending) < self.window:
+            query = self.queries[self.submitted]
+            fetch = self.connector._fetch
+            self.pending.append(
+                self.pool.submit(fetch, self.url, query, self._rows_read, self.running)
+            )
+            self.submitted += 1
+
+    def _rows_read(self, count: int) -> None:
+        with self.lock:
+            self.rows += count
+            self.progress(self.rows / self.expected)
+
+    def _await(self, futures: list[Future[pa.Table]]) -> None:
+        """Until the first future is done; an error in any of them is raised at once."""
+        first, watching = futures[0], set(futures)
+        while not first.done():
+            finished, watching = wait(watching, _HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if (error := future.exception()) is not None:
+                    raise error
+            if not finished:
+                self.progress.heartbeat()
