@@ -301,11 +301,7 @@ class SqlTableConnector(
 
     def read(self, progress: Progress, filters: Sequence[Any] = ()) -> pa.Table:
         catalog = self.catalog()
-        base = self._select(catalog)
-        queries = [
-            base + where_clause([*self._where, *([part] if part else [])])
-            for part in self._partitions(catalog)
-        ]
+        queries = self._queries(catalog, self._partitions(catalog))
         progress(0.05)
         self.close()  # the reader opens its own connections
         table = self._read_parallel(queries, progress.part(0.05, 0.95), catalog.estimated_rows)
@@ -332,8 +328,7 @@ class SqlTableConnector(
         ranges = self._physical_ranges(catalog, count)
         if not ranges:
             return None
-        base = self._select(catalog)
-        queries = [base + where_clause([*self._where, part]) for part in ranges]
+        queries = self._queries(catalog, ranges)
         window = self.partition_count()
         self.close()  # the reader opens its own connections
         reads = _OrderedReads(self, queries, window, progress, catalog.estimated_rows)
@@ -346,6 +341,11 @@ class SqlTableConnector(
                     yield self._cast(reads.next(), catalog).cast(first.schema)
 
         return first.schema, tables()
+
+    def _queries(self, catalog: Catalog, parts: Sequence[str]) -> list[str]:
+        """One SELECT per partition predicate ("" for the whole table), with pushed filters."""
+        base = self._select(catalog)
+        return [base + where_clause([*self._where, *([part] if part else [])]) for part in parts]
 
     def _read_error(self, exc: Exception) -> SourceError:
         """A driver's own error (with the server's text), without the password."""
