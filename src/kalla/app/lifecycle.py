@@ -21,6 +21,7 @@ from typing import Any
 from kalla.app.storage import Database, RecipeVersionRow, RunRepository, RunRow
 from kalla.app.storage.models import utcnow
 from kalla.errors import NotFoundError
+from kalla.evidence.output import OUTPUT_NAMES
 from kalla.recipe import CompletionCallback, ErrorCallback, MatchingProgress, StagingProgress
 
 log = logging.getLogger("kalla.app.runs")
@@ -168,7 +169,7 @@ class Lifecycle:
                     "ambiguous_right_count": counts.get("ambiguous_right_count"),
                     "output_paths": {
                         name: str(Path(run.output_path) / f"{name}.parquet")
-                        for name in ("matched", "unmatched_left", "unmatched_right")
+                        for name in OUTPUT_NAMES[:3]
                     },
                 }
             )

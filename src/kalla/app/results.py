@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 from kalla.app.errors import BadRequestError
 from kalla.suggest import did_you_mean
 
-OUTPUTS = ("matched", "unmatched_left", "unmatched_right", "ambiguous")
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header row
 _BATCH = 64 * 1024
 

@@ -37,14 +37,13 @@ from kalla.engine.sql import explain_sql_error, quote_ident, rewrite_tolerance
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLimitError, SqlError
 from kalla.evidence.manifest import build_manifest, canonical_json
-from kalla.evidence.output import AtomicOutputDir
+from kalla.evidence.output import OUTPUT_NAMES, AtomicOutputDir
 from kalla.hashing import in_background, sha256_file
 from kalla.recipe.models import Cardinality, FilterCondition, MatchPass, MatchSpec
 from kalla.recipe.sqltext import check_read_only, referenced_tables
 from kalla.suggest import did_you_mean
 
 ProgressHook = Callable[[str, float], None]  # (stage, fraction of that stage done)
-OUTPUT_NAMES = ("matched", "unmatched_left", "unmatched_right", "ambiguous")
 
 
 @dataclass(frozen=True)

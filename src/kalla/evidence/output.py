@@ -14,6 +14,10 @@ from types import TracebackType
 
 from kalla.errors import OutputError
 
+# The files a run writes, by name (each "<name>.parquet"); the manifest is written last.
+OUTPUT_NAMES = ("matched", "unmatched_left", "unmatched_right", "ambiguous")
+MANIFEST = "manifest.json"
+
 
 class AtomicOutputDir:
     """``with AtomicOutputDir(target) as tmp: write into tmp`` → renamed to target on success."""

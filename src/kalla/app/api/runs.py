@@ -18,7 +18,6 @@ from kalla.app.errors import BadRequestError
 from kalla.app.jobs import file_sources, resolve_uri
 from kalla.app.lifecycle import Outcome, RunStatus
 from kalla.app.openapi import json_body
-from kalla.app.results import OUTPUTS
 from kalla.app.schemas import (
     MAX_INT,
     Page,
@@ -31,6 +30,7 @@ from kalla.app.schemas import (
 from kalla.app.storage import RunRepository, RunRow, SourceRepository
 from kalla.app.uploads import RunForm, check_upload_schema, receive_form
 from kalla.errors import ConflictError, NotFoundError
+from kalla.evidence.output import OUTPUT_NAMES as OUTPUTS
 from kalla.recipe import Recipe, SourceType
 from kalla.recipe.parse import describe_validation_error
 from kalla.suggest import did_you_mean
