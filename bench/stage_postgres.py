@@ -29,6 +29,9 @@ import pyarrow.csv as pacsv
 
 from kalla.bench.generate import generate
 from kalla.connectors import connector_for, stage_source
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 DATABASE = "kalla_bench_stage"
 SERVER = os.environ.get("KALLA_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
@@ -69,7 +72,7 @@ def connectorx_read(uri: str) -> int:
     """The peer: connectorx reading Kalla's own partition queries into Arrow, in parallel."""
     import connectorx as cx
 
-    connector: Any = connector_for(uri, alias="peer")
+    connector: Any = connector_for(uri, alias="peer", settings=SETTINGS)
     catalog = connector.catalog()
     queries = [
         f"{connector._select(catalog)} WHERE {part}" for part in connector._partitions(catalog)
@@ -90,13 +93,15 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="kalla-stage-bench-") as tmp:
         staging = Path(tmp)
-        stage_source(peer_uri, alias="warm", staging_dir=staging).path.unlink()  # imports
+        stage_source(
+            peer_uri, alias="warm", settings=SETTINGS, staging_dir=staging
+        ).path.unlink()  # imports
         connectorx_read(peer_uri)
         for _ in range(args.repeat):  # interleaved, so both see the same machine
             for partitions in args.partitions:
                 uri = f"{SERVER}/{DATABASE}?table=invoices&partitions={partitions}"
                 start = time.perf_counter()
-                staged = stage_source(uri, alias="invoices", staging_dir=staging)
+                staged = stage_source(uri, alias="invoices", settings=SETTINGS, staging_dir=staging)
                 times.setdefault(f"kalla partitions={partitions}", []).append(
                     time.perf_counter() - start
                 )

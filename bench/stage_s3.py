@@ -26,6 +26,9 @@ import pyarrow.csv as pacsv
 
 from kalla.bench.generate import generate
 from kalla.connectors import stage_source
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 
 def main() -> None:
@@ -65,7 +68,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="kalla-s3-bench-") as tmp:
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                staged = stage_source(uri, alias="invoices", staging_dir=Path(tmp))
+                staged = stage_source(
+                    uri, alias="invoices", settings=SETTINGS, staging_dir=Path(tmp)
+                )
                 times.append(time.perf_counter() - start)
                 staged.path.unlink()
         median = statistics.median(times)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -153,9 +154,12 @@ def run_command(
     """Reconcile the recipe's two sources and write matched / unmatched outputs."""
     from kalla import pipeline
     from kalla.recipe import load_recipe
+    from kalla.secrets import literal_secret_warnings
 
     def go() -> RunSummary:
         recipe = load_recipe(recipe_path)
+        for note in literal_secret_warnings(recipe.to_dict()):  # the manifest keeps ***
+            err.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         left, right = pipeline.sources_from_recipe(recipe, _parse_sources(source or []))
         request = pipeline.RunRequest(
             spec=recipe,

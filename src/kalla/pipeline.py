@@ -11,7 +11,7 @@ from typing import Any
 from kalla.connectors import StagedSource, stage_source
 from kalla.engine import EngineOptions, RunSummary, SourceInput, reconcile
 from kalla.errors import RecipeError
-from kalla.recipe.models import FilterCondition, MatchSpec, Recipe, SourceType
+from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
 from kalla.settings import Settings, get_settings
 from kalla.suggest import did_you_mean
 
@@ -68,7 +68,7 @@ def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[Sourc
                 primary_key=tuple(source.primary_key),
                 filters=tuple(source.filters),
                 expected_columns=tuple(source.schema_)
-                if source.type is SourceType.FILE and source.schema_
+                if source.is_file and source.schema_
                 else None,
             )
         )
@@ -77,10 +77,13 @@ def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[Sourc
     return sides[0], sides[1]
 
 
-def _stage(side: SourceSpec, staging_dir: Path, progress: StageProgress) -> StagedSource:
+def _stage(
+    side: SourceSpec, staging_dir: Path, progress: StageProgress, settings: Settings
+) -> StagedSource:
     return stage_source(
         side.uri,
         alias=side.alias,
+        settings=settings,
         staging_dir=staging_dir,
         progress=lambda fraction: progress("staging", side.alias, fraction),
         expected_columns=side.expected_columns,
@@ -101,7 +104,7 @@ def run(
     staged: list[StagedSource] = []
     try:
         for side in (request.left, request.right):
-            staged.append(_stage(side, staging_dir, report))
+            staged.append(_stage(side, staging_dir, report, settings))
         inputs = [
             SourceInput(
                 alias=side.alias,

@@ -24,6 +24,9 @@ import pytest
 from kalla_test_services import Bucket, Database, mysql_execute, pg_execute
 
 from kalla.connectors import stage_source
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 SCHEMA = pa.schema(
     [
@@ -188,7 +191,11 @@ def test_same_dataset_stages_to_the_same_table(
     uri = writer(tmp_path, rows, request)
     progress: list[float] = []
     staged = stage_source(
-        uri, alias="ledger", staging_dir=tmp_path / "staging", progress=progress.append
+        uri,
+        alias="ledger",
+        settings=SETTINGS,
+        staging_dir=tmp_path / "staging",
+        progress=progress.append,
     )
     table = pq.read_table(staged.path)
 

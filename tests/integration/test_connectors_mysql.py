@@ -14,6 +14,9 @@ from kalla_test_services import Database, mysql_execute
 
 from kalla.connectors import stage_source
 from kalla.errors import SourceError, SourceUnavailableError
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 pytestmark = pytest.mark.mysql
 
@@ -45,7 +48,9 @@ def payments(mysql_database: Database) -> Database:
 
 
 def test_types_and_values_are_exact(tmp_path: Path, payments: Database) -> None:
-    staged = stage_source(payments.table_uri("payments"), alias="p", staging_dir=tmp_path)
+    staged = stage_source(
+        payments.table_uri("payments"), alias="p", settings=SETTINGS, staging_dir=tmp_path
+    )
     assert staged.row_count == 2000
     assert {f.name: f.type for f in staged.schema} == {
         "id": pa.int32(),
@@ -64,11 +69,16 @@ def test_types_and_values_are_exact(tmp_path: Path, payments: Database) -> None:
 
 def test_partitions_by_integer_key(tmp_path: Path, payments: Database) -> None:
     single = pq.read_table(
-        stage_source(payments.table_uri("payments"), alias="p", staging_dir=tmp_path).path
+        stage_source(
+            payments.table_uri("payments"), alias="p", settings=SETTINGS, staging_dir=tmp_path
+        ).path
     )
     parts = pq.read_table(
         stage_source(
-            payments.table_uri("payments", partitions="3"), alias="p", staging_dir=tmp_path
+            payments.table_uri("payments", partitions="3"),
+            alias="p",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
         ).path
     )
     assert parts.equals(single)
@@ -81,7 +91,11 @@ def test_filters_pushed_with_driver_quoting(tmp_path: Path, payments: Database) 
         SimpleNamespace(column="paid_on", op="gte", value="2024-03-10"),
     ]
     staged = stage_source(
-        payments.table_uri("payments"), alias="p", staging_dir=tmp_path, filters=filters
+        payments.table_uri("payments"),
+        alias="p",
+        settings=SETTINGS,
+        staging_dir=tmp_path,
+        filters=filters,
     )
     assert staged.filters_applied == tuple(filters)
     ids = pq.read_table(staged.path).column("id").to_pylist()
@@ -91,18 +105,21 @@ def test_filters_pushed_with_driver_quoting(tmp_path: Path, payments: Database) 
 def test_wrong_password_is_a_login_error(tmp_path: Path, payments: Database) -> None:
     uri = payments.table_uri("payments").replace("root@", "root:NotThePassword@", 1)
     with pytest.raises(SourceUnavailableError) as info:
-        stage_source(uri, alias="p", staging_dir=tmp_path)
+        stage_source(uri, alias="p", settings=SETTINGS, staging_dir=tmp_path)
     assert "refused the login for user 'root'" in str(info.value)
     assert "NotThePassword" not in str(info.value)
 
 
 def test_missing_table_and_column(tmp_path: Path, payments: Database) -> None:
     with pytest.raises(SourceError, match=r"table 'payment' not found .*did you mean 'payments'"):
-        stage_source(payments.table_uri("payment"), alias="p", staging_dir=tmp_path)
+        stage_source(
+            payments.table_uri("payment"), alias="p", settings=SETTINGS, staging_dir=tmp_path
+        )
     with pytest.raises(SourceError, match=r"unknown column 'refrence' \(did you mean 'reference'"):
         stage_source(
             payments.table_uri("payments"),
             alias="p",
+            settings=SETTINGS,
             staging_dir=tmp_path,
             filters=[SimpleNamespace(column="refrence", op="eq", value="x")],
         )
@@ -110,7 +127,12 @@ def test_missing_table_and_column(tmp_path: Path, payments: Database) -> None:
 
 def test_server_down(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailableError, match=r"cannot reach MySQL at 127\.0\.0\.1:1"):
-        stage_source("mysql://root:pw@127.0.0.1:1/db?table=t", alias="p", staging_dir=tmp_path)
+        stage_source(
+            "mysql://root:pw@127.0.0.1:1/db?table=t",
+            alias="p",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+        )
 
 
 def test_text_filters_are_case_and_space_exact(tmp_path: Path, payments: Database) -> None:
@@ -118,6 +140,7 @@ def test_text_filters_are_case_and_space_exact(tmp_path: Path, payments: Databas
         staged = stage_source(
             payments.table_uri("payments"),
             alias="p",
+            settings=SETTINGS,
             staging_dir=tmp_path,
             filters=[SimpleNamespace(column="reference", op="eq", value=value)],
         )
@@ -125,6 +148,7 @@ def test_text_filters_are_case_and_space_exact(tmp_path: Path, payments: Databas
     exact = stage_source(
         payments.table_uri("payments"),
         alias="p",
+        settings=SETTINGS,
         staging_dir=tmp_path,
         filters=[SimpleNamespace(column="reference", op="in", value=["INV-00001"])],
     )

@@ -16,6 +16,9 @@ from kalla_test_services import Database, pg_execute
 from kalla.connectors import connector_for, stage_source
 from kalla.connectors.base import Progress
 from kalla.errors import KallaError, SourceError, SourceUnavailableError
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 pytestmark = pytest.mark.postgres
 
@@ -60,7 +63,9 @@ def invoices(pg_database: Database) -> Database:
 
 
 def test_types_are_exact(tmp_path: Path, invoices: Database) -> None:
-    staged = stage_source(invoices.table_uri("ledger.invoices"), alias="inv", staging_dir=tmp_path)
+    staged = stage_source(
+        invoices.table_uri("ledger.invoices"), alias="inv", settings=SETTINGS, staging_dir=tmp_path
+    )
     assert staged.row_count == 3000
     assert staged.fingerprint["kind"] == "table" and staged.fingerprint["rows"] == 3000
     assert "content_sha256" in staged.fingerprint
@@ -96,11 +101,15 @@ def test_partitioned_read_equals_single_read(
     tmp_path: Path, invoices: Database, options: dict[str, str]
 ) -> None:
     uri = invoices.table_uri("ledger.invoices")
-    single = pq.read_table(stage_source(uri, alias="a", staging_dir=tmp_path).path)
-    connector = connector_for(invoices.table_uri("ledger.invoices", **options), alias="b")
+    single = pq.read_table(
+        stage_source(uri, alias="a", settings=SETTINGS, staging_dir=tmp_path).path
+    )
+    connector = connector_for(
+        invoices.table_uri("ledger.invoices", **options), alias="b", settings=SETTINGS
+    )
     assert connector.partition_count() == int(options["partitions"])  # type: ignore[attr-defined]
     parts = pq.read_table(
-        stage_source(invoices.table_uri("ledger.invoices", **options), alias="b",
+        stage_source(invoices.table_uri("ledger.invoices", **options), alias="b", settings=SETTINGS,
                      staging_dir=tmp_path).path
     )  # fmt: skip
     assert parts.num_rows == single.num_rows == 3000
@@ -115,16 +124,20 @@ def test_ctid_partitions_cover_a_table_without_integer_key(
         "CREATE TABLE wide AS SELECT 'K' || g AS k, repeat('x', 200) AS pad"
         " FROM generate_series(1, 20000) g",
     )
-    staged = stage_source(pg_database.table_uri("wide", partitions="4"), alias="w",
-                          staging_dir=tmp_path)  # fmt: skip
+    staged = stage_source(
+        pg_database.table_uri("wide", partitions="4"),
+        alias="w",
+        settings=SETTINGS,
+        staging_dir=tmp_path,
+    )
     keys = pq.read_table(staged.path).column("k").to_pylist()
     assert len(keys) == len(set(keys)) == 20000
 
 
 def test_staging_twice_gives_the_same_fingerprint(tmp_path: Path, invoices: Database) -> None:
     uri = invoices.table_uri("ledger.invoices", partitions="3")
-    first = stage_source(uri, alias="a", staging_dir=tmp_path)
-    second = stage_source(uri, alias="a", staging_dir=tmp_path)
+    first = stage_source(uri, alias="a", settings=SETTINGS, staging_dir=tmp_path)
+    second = stage_source(uri, alias="a", settings=SETTINGS, staging_dir=tmp_path)
     assert first.fingerprint == second.fingerprint
     assert first.path != second.path
 
@@ -139,7 +152,11 @@ def test_filters_are_pushed_down(tmp_path: Path, invoices: Database) -> None:
         Filter("seq", "frobnicate", 1),  # not pushed: the engine names a bad op
     ]
     staged = stage_source(
-        invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path, filters=filters
+        invoices.table_uri("ledger.invoices"),
+        alias="i",
+        settings=SETTINGS,
+        staging_dir=tmp_path,
+        filters=filters,
     )
     assert staged.filters_applied == tuple(filters[:5])
     table = pq.read_table(staged.path)
@@ -157,11 +174,12 @@ def test_filter_values_are_quoted_not_pasted(tmp_path: Path, invoices: Database)
     staged = stage_source(
         invoices.table_uri("ledger.invoices"),
         alias="i",
+        settings=SETTINGS,
         staging_dir=tmp_path,
         filters=[Filter("customer", "eq", sneaky), Filter("invoice_id", "eq", "a\\'; DROP")],
     )
     assert staged.row_count == 0
-    assert stage_source(invoices.table_uri("ledger.invoices"), alias="i",
+    assert stage_source(invoices.table_uri("ledger.invoices"), alias="i", settings=SETTINGS,
                         staging_dir=tmp_path).row_count == 3000  # fmt: skip
 
 
@@ -180,37 +198,53 @@ def test_bad_filters_are_named(
     tmp_path: Path, invoices: Database, condition: SimpleNamespace, message: str
 ) -> None:
     with pytest.raises(SourceError) as info:
-        stage_source(invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path,
-                     filters=[condition])  # fmt: skip
+        stage_source(
+            invoices.table_uri("ledger.invoices"),
+            alias="i",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+            filters=[condition],
+        )
     assert message in str(info.value)
 
 
 def test_expected_columns_checked_against_the_catalog(tmp_path: Path, invoices: Database) -> None:
     with pytest.raises(SourceError, match=r"missing column 'Invoice ID' \(did you mean"):
-        stage_source(invoices.table_uri("ledger.invoices"), alias="i", staging_dir=tmp_path,
-                     expected_columns=["Invoice ID", "amount"])  # fmt: skip
+        stage_source(
+            invoices.table_uri("ledger.invoices"),
+            alias="i",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+            expected_columns=["Invoice ID", "amount"],
+        )
 
 
 def test_missing_table_suggests(tmp_path: Path, invoices: Database) -> None:
     with pytest.raises(SourceError, match=r"table 'ledger.invoice' not found .*did you mean"):
-        stage_source(invoices.table_uri("ledger.invoice"), alias="i", staging_dir=tmp_path)
+        stage_source(
+            invoices.table_uri("ledger.invoice"), alias="i", settings=SETTINGS, staging_dir=tmp_path
+        )
 
 
 def test_missing_table_option(invoices: Database) -> None:
     with pytest.raises(SourceError, match=r"needs \?table=<name>"):
-        connector_for(invoices.uri, alias="i")
+        connector_for(invoices.uri, alias="i", settings=SETTINGS)
 
 
 def test_missing_database(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="database 'kalla_no_such_db' does not exist"):
         stage_source("postgres://postgres@127.0.0.1:5432/kalla_no_such_db?table=t",
-                     alias="i", staging_dir=tmp_path)  # fmt: skip
+                     alias="i", settings=SETTINGS, staging_dir=tmp_path)  # fmt: skip
 
 
 def test_server_down_never_shows_the_password(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailableError) as info:
-        stage_source("postgres://postgres:Sup3rSecret@127.0.0.1:1/db?table=t", alias="i",
-                     staging_dir=tmp_path)  # fmt: skip
+        stage_source(
+            "postgres://postgres:Sup3rSecret@127.0.0.1:1/db?table=t",
+            alias="i",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+        )
     assert "cannot reach PostgreSQL at 127.0.0.1:1" in str(info.value)
     assert "Sup3rSecret" not in str(info.value)
     assert "postgres:***@" in str(info.value)
@@ -219,7 +253,7 @@ def test_server_down_never_shows_the_password(tmp_path: Path) -> None:
 def test_unknown_role_is_a_login_error(tmp_path: Path, invoices: Database) -> None:
     uri = invoices.table_uri("ledger.invoices").replace("postgres@", "kalla_nobody:pw@", 1)
     with pytest.raises(SourceUnavailableError, match="refused the login for user 'kalla_nobody'"):
-        stage_source(uri, alias="i", staging_dir=tmp_path)
+        stage_source(uri, alias="i", settings=SETTINGS, staging_dir=tmp_path)
 
 
 def test_env_placeholders_resolve_at_staging_time_only(
@@ -228,20 +262,23 @@ def test_env_placeholders_resolve_at_staging_time_only(
     uri = invoices.table_uri("ledger.invoices").replace(
         "postgres@", "${KALLA_TEST_PG_USER}:${KALLA_TEST_PG_PASSWORD}@", 1
     )
-    connector = connector_for(uri, alias="i")  # routing needs no secret
-    assert connector.display_uri.startswith("postgres://${KALLA_TEST_PG_USER}:***@")
-    with pytest.raises(SourceError, match="KALLA_TEST_PG_USER is not set"):
-        stage_source(uri, alias="i", staging_dir=tmp_path)
+    connector = connector_for(uri, alias="i", settings=SETTINGS)  # routing needs no secret
+    # placeholders are shown as written: they hold no secret
+    assert connector.display_uri.startswith(
+        "postgres://${KALLA_TEST_PG_USER}:${KALLA_TEST_PG_PASSWORD}@"
+    )
+    with pytest.raises(SourceError, match=r"\$\{KALLA_TEST_PG_USER\} is not set"):
+        stage_source(uri, alias="i", settings=SETTINGS, staging_dir=tmp_path)
     monkeypatch.setenv("KALLA_TEST_PG_USER", "postgres")
     monkeypatch.setenv("KALLA_TEST_PG_PASSWORD", "s3cr3t/with:odd@chars")
-    staged = stage_source(uri, alias="i", staging_dir=tmp_path)
+    staged = stage_source(uri, alias="i", settings=SETTINGS, staging_dir=tmp_path)
     assert staged.row_count == 3000
     assert "s3cr3t" not in staged.uri
 
 
 def test_empty_table_keeps_its_types(tmp_path: Path, pg_database: Database) -> None:
     pg_execute(pg_database, "CREATE TABLE e (id bigint, amount numeric(10,3), d date)")
-    staged = stage_source(pg_database.table_uri("e", partitions="2"), alias="e",
+    staged = stage_source(pg_database.table_uri("e", partitions="2"), alias="e", settings=SETTINGS,
                           staging_dir=tmp_path)  # fmt: skip
     assert staged.row_count == 0
     assert staged.schema == pa.schema(
@@ -255,6 +292,7 @@ def test_text_filters_compare_bytes_like_the_engine(tmp_path: Path, invoices: Da
     staged = stage_source(
         invoices.table_uri("ledger.invoices"),
         alias="i",
+        settings=SETTINGS,
         staging_dir=tmp_path,
         filters=[Filter("customer", "gt", "a")],
     )
@@ -273,7 +311,9 @@ def test_types_without_a_plain_arrow_form_arrive_as_text(
         " '{\"b\": [1, 2]}', '\\x0102', '{1,2}', 'sad'),"
         " (NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
     )
-    staged = stage_source(pg_database.table_uri("odd"), alias="odd", staging_dir=tmp_path)
+    staged = stage_source(
+        pg_database.table_uri("odd"), alias="odd", settings=SETTINGS, staging_dir=tmp_path
+    )
     assert staged.schema == pa.schema(
         [
             ("small", pa.int16()),
@@ -301,10 +341,14 @@ def test_types_without_a_plain_arrow_form_arrive_as_text(
 def test_driver_options_reach_every_connection(tmp_path: Path, invoices: Database) -> None:
     # sslmode goes to the catalog connection and to each partition's reader alike
     uri = invoices.table_uri("ledger.invoices", sslmode="disable", partitions="2")
-    assert stage_source(uri, alias="i", staging_dir=tmp_path).row_count == 3000
+    assert stage_source(uri, alias="i", settings=SETTINGS, staging_dir=tmp_path).row_count == 3000
     with pytest.raises(SourceError, match="SSL"):
-        stage_source(invoices.table_uri("ledger.invoices", sslmode="require"), alias="i",
-                     staging_dir=tmp_path)  # fmt: skip
+        stage_source(
+            invoices.table_uri("ledger.invoices", sslmode="require"),
+            alias="i",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+        )
 
 
 def test_money_arrives_as_its_exact_decimal(tmp_path: Path, pg_database: Database) -> None:
@@ -313,11 +357,18 @@ def test_money_arrives_as_its_exact_decimal(tmp_path: Path, pg_database: Databas
         "CREATE TABLE fees (id int, fee money)",
         "INSERT INTO fees VALUES (1, 1234.56), (2, -0.01), (3, NULL)",
     )
-    staged = stage_source(pg_database.table_uri("fees"), alias="fees", staging_dir=tmp_path,
-                          filters=[Filter("fee", "lt", "1000")])  # fmt: skip
+    staged = stage_source(
+        pg_database.table_uri("fees"),
+        alias="fees",
+        settings=SETTINGS,
+        staging_dir=tmp_path,
+        filters=[Filter("fee", "lt", "1000")],
+    )
     assert staged.schema.field("fee").type == pa.decimal128(3, 2)
     assert pq.read_table(staged.path).column("fee").to_pylist() == [Decimal("-0.01")]
-    everything = stage_source(pg_database.table_uri("fees"), alias="fees", staging_dir=tmp_path)
+    everything = stage_source(
+        pg_database.table_uri("fees"), alias="fees", settings=SETTINGS, staging_dir=tmp_path
+    )
     assert pq.read_table(everything.path).column("fee").to_pylist() == [
         Decimal("1234.56"),
         Decimal("-0.01"),
@@ -345,8 +396,13 @@ def test_a_cancelled_read_stops_the_query_on_the_server(
             raise Stop("stop")
 
     with pytest.raises(Stop):
-        stage_source(pg_database.table_uri("slow"), alias="s", staging_dir=tmp_path,
-                     progress=progress)  # fmt: skip
+        stage_source(
+            pg_database.table_uri("slow"),
+            alias="s",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+            progress=progress,
+        )
     assert time.monotonic() - started < 10  # not the 30 s the query would take
     deadline = time.monotonic() + 5
     while _running_queries(pg_database) and time.monotonic() < deadline:
@@ -370,7 +426,7 @@ def test_a_large_table_streams_to_the_same_staged_data(
 ) -> None:
     """Above STREAM_MIN_BYTES a table is written range by range (bounded memory): same rows,
     same types, same order as a whole read; a stable fingerprint; filters still pushed."""
-    import kalla.connectors.sql_table as sql_table
+    import kalla.connectors.sql.partitions as partitions
 
     pg_execute(
         pg_database,
@@ -383,20 +439,25 @@ def test_a_large_table_streams_to_the_same_staged_data(
         "ANALYZE big",
     )
     uri = pg_database.table_uri("big", partitions="3")
-    whole = stage_source(uri, alias="b", staging_dir=tmp_path)
-    monkeypatch.setattr(sql_table, "STREAM_MIN_BYTES", 1)
-    monkeypatch.setattr(sql_table, "STREAM_PART_BLOCKS", 100)  # ~5 ranges of ~10k rows
+    whole = stage_source(uri, alias="b", settings=SETTINGS, staging_dir=tmp_path)
+    monkeypatch.setattr(partitions, "STREAM_MIN_BYTES", 1)
+    monkeypatch.setattr(partitions, "STREAM_PART_BLOCKS", 100)  # ~5 ranges of ~10k rows
     progress: list[float] = []
-    streamed = stage_source(uri, alias="b", staging_dir=tmp_path, progress=progress.append)
+    streamed = stage_source(
+        uri, alias="b", settings=SETTINGS, staging_dir=tmp_path, progress=progress.append
+    )
     assert pq.ParquetFile(streamed.path).metadata.num_row_groups > 1  # written as it came
     assert streamed.schema == whole.schema
     assert pq.read_table(streamed.path).equals(pq.read_table(whole.path))
     assert streamed.row_count == 50001 and progress == sorted(progress) and progress[-1] == 1.0
-    again = stage_source(uri, alias="b", staging_dir=tmp_path)
+    again = stage_source(uri, alias="b", settings=SETTINGS, staging_dir=tmp_path)
     assert again.fingerprint == streamed.fingerprint
-    monkeypatch.setattr(sql_table, "STREAM_MIN_BYTES", 1 << 60)
-    assert stage_source(uri, alias="b", staging_dir=tmp_path).fingerprint == whole.fingerprint
-    filtered = stage_source(uri, alias="b", staging_dir=tmp_path,
+    monkeypatch.setattr(partitions, "STREAM_MIN_BYTES", 1 << 60)
+    assert (
+        stage_source(uri, alias="b", settings=SETTINGS, staging_dir=tmp_path).fingerprint
+        == whole.fingerprint
+    )
+    filtered = stage_source(uri, alias="b", settings=SETTINGS, staging_dir=tmp_path,
                             filters=[Filter("amount", "lt", "1.00")])  # fmt: skip
     assert pq.read_table(filtered.path).column("id").to_pylist() == list(range(1, 100))
 
@@ -404,9 +465,9 @@ def test_a_large_table_streams_to_the_same_staged_data(
 def test_a_table_whose_types_depend_on_its_values_is_read_whole(
     tmp_path: Path, invoices: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kalla.connectors.sql_table as sql_table
+    import kalla.connectors.sql.partitions as partitions
 
-    monkeypatch.setattr(sql_table, "STREAM_MIN_BYTES", 1)  # big enough, but `raw numeric`
-    connector = connector_for(invoices.table_uri("ledger.invoices"), alias="i")
+    monkeypatch.setattr(partitions, "STREAM_MIN_BYTES", 1)  # big enough, but `raw numeric`
+    connector = connector_for(invoices.table_uri("ledger.invoices"), alias="i", settings=SETTINGS)
     assert connector.read_stream(Progress(None), ()) is None  # type: ignore[attr-defined]
     connector.close()

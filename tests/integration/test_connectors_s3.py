@@ -14,6 +14,9 @@ from kalla_test_services import Bucket, free_port
 from kalla.connectors import s3 as s3_connector
 from kalla.connectors import stage_source
 from kalla.errors import SourceError, SourceUnavailableError
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 pytestmark = pytest.mark.s3
 
@@ -52,10 +55,12 @@ def test_csv_spanning_many_ranges(
 
     seen: list[float] = []
     with caplog.at_level(logging.INFO, logger="werkzeug"):
-        remote = stage_source(uri, alias="pay", staging_dir=tmp_path / "s", progress=seen.append)
+        remote = stage_source(
+            uri, alias="pay", settings=SETTINGS, staging_dir=tmp_path / "s", progress=seen.append
+        )
     ranged_gets = [r for r in caplog.messages if "GET /" in r and "payments.csv" in r]
     assert len(ranged_gets) >= len(body) // PART  # fetched as parallel byte ranges
-    here = stage_source(str(local), alias="pay", staging_dir=tmp_path / "l")
+    here = stage_source(str(local), alias="pay", settings=SETTINGS, staging_dir=tmp_path / "l")
 
     assert remote.uri == uri
     assert remote.fingerprint == here.fingerprint  # sha256 of the same bytes
@@ -76,7 +81,9 @@ def test_parquet_object(tmp_path: Path, s3_bucket: Bucket) -> None:
     local = tmp_path / "t.parquet"
     pq.write_table(table, local)
     uri = s3_bucket.put("t.parquet", local.read_bytes())
-    staged = stage_source(uri, alias="t", staging_dir=tmp_path / "s", expected_columns=["k"])
+    staged = stage_source(
+        uri, alias="t", settings=SETTINGS, staging_dir=tmp_path / "s", expected_columns=["k"]
+    )
     assert staged.path.parent == tmp_path / "s"
     assert pq.read_table(staged.path).equals(table)
     assert (
@@ -87,16 +94,20 @@ def test_parquet_object(tmp_path: Path, s3_bucket: Bucket) -> None:
 def test_missing_object_and_bucket(tmp_path: Path, s3_bucket: Bucket) -> None:
     uri = f"s3://{s3_bucket.name}/nope.csv"
     with pytest.raises(SourceError, match=f"object not found: {uri} \\(source 'x'\\)"):
-        stage_source(uri, alias="x", staging_dir=tmp_path)
+        stage_source(uri, alias="x", settings=SETTINGS, staging_dir=tmp_path)
     with pytest.raises(SourceError, match=r"bucket 'kalla-no-such-bucket' does not exist"):
-        stage_source("s3://kalla-no-such-bucket/a.csv", alias="x", staging_dir=tmp_path)
+        stage_source(
+            "s3://kalla-no-such-bucket/a.csv", alias="x", settings=SETTINGS, staging_dir=tmp_path
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_wrong_schema_is_reported_before_matching(tmp_path: Path, s3_bucket: Bucket) -> None:
     uri = s3_bucket.put("p.csv", b"Payment ID,amount\n1,2.50\n")
     with pytest.raises(SourceError, match=r"'payment_id' \(did you mean 'Payment ID'"):
-        stage_source(uri, alias="p", staging_dir=tmp_path, expected_columns=["payment_id"])
+        stage_source(
+            uri, alias="p", settings=SETTINGS, staging_dir=tmp_path, expected_columns=["payment_id"]
+        )
 
 
 def test_plain_http_endpoint_needs_allow_http(
@@ -105,7 +116,7 @@ def test_plain_http_endpoint_needs_allow_http(
     uri = s3_bucket.put("a.csv", b"a\n1\n")
     monkeypatch.delenv("AWS_ALLOW_HTTP")
     with pytest.raises(SourceError, match="set AWS_ALLOW_HTTP=true"):
-        stage_source(uri, alias="a", staging_dir=tmp_path)
+        stage_source(uri, alias="a", settings=SETTINGS, staging_dir=tmp_path)
 
 
 def test_endpoint_down(tmp_path: Path, s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,5 +124,7 @@ def test_endpoint_down(tmp_path: Path, s3_bucket: Bucket, monkeypatch: pytest.Mo
     with pytest.raises(
         SourceUnavailableError, match=r"cannot reach S3 at http://127\.0\.0\.1"
     ) as info:
-        stage_source(f"s3://{s3_bucket.name}/a.csv", alias="a", staging_dir=tmp_path)
+        stage_source(
+            f"s3://{s3_bucket.name}/a.csv", alias="a", settings=SETTINGS, staging_dir=tmp_path
+        )
     assert "kalla-test-secret" not in str(info.value)

@@ -12,12 +12,15 @@ import pytest
 
 from kalla.connectors import stage_source
 from kalla.errors import SourceError
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 
 def stage_text(tmp_path: Path, text: str | bytes, name: str = "data.csv"):
     path = tmp_path / name
     path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return stage_source(str(path), alias="src", staging_dir=tmp_path / "staging")
+    return stage_source(str(path), alias="src", settings=SETTINGS, staging_dir=tmp_path / "staging")
 
 
 def staged_table(tmp_path: Path, text: str | bytes) -> pa.Table:
@@ -142,7 +145,11 @@ def test_staged_source_fields(tmp_path: Path) -> None:
     path = tmp_path / "pay.csv"
     path.write_bytes(data)
     staged = stage_source(
-        f"file://{path}", alias="payments", staging_dir=tmp_path / "stg", progress=seen.append
+        f"file://{path}",
+        alias="payments",
+        settings=SETTINGS,
+        staging_dir=tmp_path / "stg",
+        progress=seen.append,
     )
     assert staged.alias == "payments"
     assert staged.row_count == 2
@@ -162,7 +169,9 @@ def test_staged_source_fields(tmp_path: Path) -> None:
 def test_alias_cannot_escape_the_staging_dir(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("a\n1\n")
-    staged = stage_source(str(path), alias="../../etc/evil", staging_dir=tmp_path / "stg")
+    staged = stage_source(
+        str(path), alias="../../etc/evil", settings=SETTINGS, staging_dir=tmp_path / "stg"
+    )
     assert staged.path.parent == tmp_path / "stg"
 
 
@@ -199,6 +208,7 @@ def test_expected_columns_lists_every_missing_one_with_suggestions(tmp_path: Pat
         stage_source(
             str(path),
             alias="payments",
+            settings=SETTINGS,
             staging_dir=tmp_path / "stg",
             expected_columns=["Payment ID", "amount", "paid_on", "currency"],
         )
@@ -216,7 +226,11 @@ def test_expected_columns_allow_extra_columns(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_text("a,b,c\n1,2,3\n")
     staged = stage_source(
-        str(path), alias="p", staging_dir=tmp_path / "s", expected_columns=["c", "a"]
+        str(path),
+        alias="p",
+        settings=SETTINGS,
+        staging_dir=tmp_path / "s",
+        expected_columns=["c", "a"],
     )
     assert staged.schema.names == ["a", "b", "c"]
 
@@ -234,14 +248,16 @@ def test_an_exception_from_progress_stops_staging(tmp_path: Path) -> None:
             raise Cancelled("run cancelled")
 
     with pytest.raises(Cancelled):
-        stage_source(str(path), alias="a", staging_dir=tmp_path / "s", progress=cancel)
+        stage_source(
+            str(path), alias="a", settings=SETTINGS, staging_dir=tmp_path / "s", progress=cancel
+        )
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
 
 
 def test_numbers_padded_with_spaces_are_typed_by_their_trimmed_text(tmp_path: Path) -> None:
     path = tmp_path / "padded.csv"
     path.write_text("id,amount,name\n1, 19.99 , Acme \n2,20.5  ,Globex\n", encoding="utf-8")
-    staged = stage_source(str(path), alias="p", staging_dir=tmp_path / "staging")
+    staged = stage_source(str(path), alias="p", settings=SETTINGS, staging_dir=tmp_path / "staging")
     table = pq.read_table(staged.path)
     assert table.schema.field("amount").type == pa.decimal128(4, 2)
     assert table.column("amount").to_pylist() == [Decimal("19.99"), Decimal("20.50")]

@@ -12,6 +12,9 @@ import pytest
 
 from kalla.connectors import stage_source
 from kalla.errors import SourceError
+from kalla.settings import Settings
+
+SETTINGS = Settings()
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def invoices(tmp_path: Path) -> Path:
 
 def test_parquet_is_registered_in_place(tmp_path: Path, invoices: Path) -> None:
     staging = tmp_path / "staging"
-    staged = stage_source(str(invoices), alias="invoices", staging_dir=staging)
+    staged = stage_source(str(invoices), alias="invoices", settings=SETTINGS, staging_dir=staging)
     assert staged.path == invoices
     assert staged.row_count == 3
     assert staged.schema.field("amount").type == pa.decimal128(10, 2)
@@ -44,14 +47,18 @@ def test_parquet_is_registered_in_place(tmp_path: Path, invoices: Path) -> None:
 def test_parquet_without_extension_is_detected(tmp_path: Path, invoices: Path) -> None:
     other = tmp_path / "export.dat"
     other.write_bytes(invoices.read_bytes())
-    staged = stage_source(str(other), alias="x", staging_dir=tmp_path / "s")
+    staged = stage_source(str(other), alias="x", settings=SETTINGS, staging_dir=tmp_path / "s")
     assert staged.row_count == 3
 
 
 def test_parquet_expected_columns(tmp_path: Path, invoices: Path) -> None:
     with pytest.raises(SourceError, match=r"missing column 'Invoice ID' \(did you mean"):
         stage_source(
-            str(invoices), alias="x", staging_dir=tmp_path, expected_columns=["Invoice ID"]
+            str(invoices),
+            alias="x",
+            settings=SETTINGS,
+            staging_dir=tmp_path,
+            expected_columns=["Invoice ID"],
         )
 
 
@@ -59,4 +66,4 @@ def test_corrupt_parquet_is_a_source_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"PAR1 not really")
     with pytest.raises(SourceError, match="not a readable Parquet file"):
-        stage_source(str(path), alias="x", staging_dir=tmp_path)
+        stage_source(str(path), alias="x", settings=SETTINGS, staging_dir=tmp_path)

@@ -1,65 +1,78 @@
 """Recipe version + run + registered sources → the JobRequest a worker runs.
 
-A persistent source in a recipe may carry a redacted URI (``postgres://app:***@db/ledger``,
-exactly what the API shows for a registered source): the password is taken from the
-registered source for the same server and user when the job is built, and only there.
+A persistent source in a recipe may carry a masked secret (``postgres://app:***@db/ledger``:
+exactly what the API shows, and how a recipe with a literal password is stored). When the job
+is built, and only then, each masked secret is taken from the registered source of the same
+server and user (``registry.same_server``: the same kind, host, port and user), where it is
+written as an ``${ENV_NAME}`` placeholder that the worker resolves while it stages the source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from kalla.app.storage import RunRow, SourceRow
+from kalla.connectors.registry import same_server
 from kalla.errors import RecipeError
-from kalla.recipe import JobRequest, Recipe, RecipeSource, ResolvedSource, SourceType
-
-MASK = "***"
-_SCHEME_FAMILY = {"postgresql": "postgres", "mariadb": "mysql"}
+from kalla.recipe import JobRequest, Recipe, RecipeSource, ResolvedSource
+from kalla.secrets import MASK, SECRET_PARAMS, has_masked_secret
 
 
-def _server(uri: str) -> tuple[str, str, int | None, str] | None:
-    """(scheme family, host, port, user) of a URI, or None if it has no host."""
-    try:
-        parts = urlsplit(uri)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    scheme = _SCHEME_FAMILY.get(parts.scheme.lower(), parts.scheme.lower())
-    return scheme, parts.hostname.lower(), port, parts.username or ""
+def _secrets(uri: str) -> dict[str, str]:
+    """The secrets of a URI as written: ``""`` → the user info's password, else by the
+    query parameter's name. Masked ones are left out: they cannot lend anything."""
+    parts = urlsplit(uri)
+    found = {}
+    if parts.password is not None:
+        found[""] = parts.netloc.rpartition("@")[0].partition(":")[2]
+    for piece in parts.query.split("&"):
+        name, _, value = piece.partition("=")
+        if unquote_plus(name).lower() in SECRET_PARAMS:
+            found[unquote_plus(name).lower()] = value
+    return {k: v for k, v in found.items() if v and v != MASK}
 
 
-def has_masked_password(uri: str) -> bool:
-    try:
-        return urlsplit(uri).password == MASK
-    except ValueError:
-        return False
+def _fill(uri: str, secrets: dict[str, str]) -> str | None:
+    """``uri`` with each masked secret taken from ``secrets``; None if one is missing."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if parts.password == MASK:
+        if "" not in secrets:
+            return None
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:{secrets['']}@{hostport}"
+    pieces = []
+    for piece in parts.query.split("&") if parts.query else []:
+        name, _, value = piece.partition("=")
+        key = unquote_plus(name).lower()
+        if key in SECRET_PARAMS and value == MASK:
+            if key not in secrets:
+                return None
+            piece = f"{name}={secrets[key]}"
+        pieces.append(piece)
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pieces), parts.fragment))
 
 
 def resolve_uri(uri: str, alias: str, registered: Sequence[SourceRow]) -> str:
-    """``uri`` with a masked password filled in from a registered source of the same server."""
-    if not has_masked_password(uri):
+    """``uri`` with its masked secrets filled in from a registered source of the same server."""
+    if not has_masked_secret(uri):
         return uri
-    server = _server(uri)
-    for source in registered:
-        if server is not None and _server(source.uri) == server:
-            password = urlsplit(source.uri).password
-            if password is None:
-                continue
-            parts = urlsplit(uri)
-            netloc = parts.netloc.replace(f":{MASK}@", f":{password}@", 1)
-            return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    server = same_server(uri)
+    for source in registered if server is not None else ():
+        if same_server(source.uri) == server:
+            filled = _fill(uri, _secrets(source.uri))
+            if filled is not None:
+                return filled
     raise RecipeError(
         f"source '{alias}': its URI has a masked password and no registered source for "
-        f"that server and user holds one; register the source (POST /api/sources) or "
-        f"reference the password as ${{ENV_NAME}}"
+        f"that server and user holds one; register the source (POST /api/sources) with the "
+        f"password as ${{ENV_NAME}}, or write ${{ENV_NAME}} in the recipe"
     )
 
 
 def file_sources(recipe: Recipe) -> list[RecipeSource]:
-    return [s for s in (recipe.sources.left, recipe.sources.right) if s.type is SourceType.FILE]
+    return [s for s in (recipe.sources.left, recipe.sources.right) if s.is_file]
 
 
 def build_job(
@@ -68,7 +81,7 @@ def build_job(
     uploads = run.uploads or {}
     resolved = []
     for source in (recipe.sources.left, recipe.sources.right):
-        if source.type is SourceType.FILE:
+        if source.is_file:
             uri = uploads.get(source.alias)
             if not uri:
                 raise RecipeError(f"file source '{source.alias}' has no uploaded file")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from enum import StrEnum
@@ -23,6 +22,7 @@ from kalla.app.storage.models import utcnow
 from kalla.errors import NotFoundError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.recipe import CompletionCallback, ErrorCallback, MatchingProgress, StagingProgress
+from kalla.secrets import scrub
 
 log = logging.getLogger("kalla.app.runs")
 
@@ -49,13 +49,6 @@ class Outcome(StrEnum):
 _STAGING_LEFT = (0.0, 0.3)
 _STAGING_RIGHT = (0.3, 0.6)
 _MATCHING = (0.6, 1.0)
-
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-
-
-def scrub(text: str) -> str:
-    """Mask ``user:password@`` in any URI a message may carry (defence in depth)."""
-    return _USERINFO.sub(r"\1***@", text.replace("\x00", ""))
 
 
 def read_manifest(output_path: str) -> dict[str, Any] | None:

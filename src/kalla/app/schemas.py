@@ -48,8 +48,9 @@ class SourceCreate(BaseModel):
     uri: Text = Field(
         min_length=1,
         max_length=4000,
-        description="postgres://, mysql:// or s3:// URI; a password may be written as "
-        "${ENV_NAME}. Stored as given, always shown redacted.",
+        description="postgres://, mysql:// or s3:// URI; write its password as ${ENV_NAME}. "
+        "A password written literally is used for ?test=true only: it is stored and shown "
+        "as ***.",
     )
     description: Text = Field(default="", max_length=4000)
 
@@ -57,18 +58,35 @@ class SourceCreate(BaseModel):
 class SourcePublic(BaseModel):
     id: int
     name: str
-    type: str
-    uri: str = Field(description="redacted: credentials are shown as ***")
+    type: str = Field(description="its source kind (postgres, mysql, s3)")
+    uri: str = Field(
+        description="as stored: literal credentials are ***, ${ENV_NAME} placeholders kept"
+    )
     description: str
     created_at: datetime
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what to fix, e.g. a password that was written literally (not stored)",
+    )
 
 
-class SourceTest(BaseModel):
+class SourceProbe(BaseModel):
+    """A connection test: the source read through the staging flow, first rows only."""
+
     ok: bool = Field(description="false when the source cannot be read; ``error`` says why")
-    source: SourcePublic
     columns: list[Column]
     sample: list[dict[str, Any]]
     error: str | None = None
+
+
+class SourceTest(SourceProbe):
+    source: SourcePublic
+
+
+class SourceRegistered(SourcePublic):
+    test: SourceProbe | None = Field(
+        default=None, description="with ?test=true: the test, run with the URI as given"
+    )
 
 
 # --- recipes --------------------------------------------------------------------------------
@@ -78,13 +96,20 @@ class RecipeVersionPublic(BaseModel):
     recipe_id: str
     version: int
     name: str
-    sha256: str = Field(description="sha256 of the recipe's canonical JSON")
+    sha256: str = Field(description="sha256 of the recipe's canonical JSON, as stored")
     created_at: datetime
 
 
 class RecipePublic(RecipeVersionPublic):
     versions: int = Field(description="how many versions this recipe has")
-    recipe: dict[str, Any] = Field(description="the recipe (seed shape), URIs redacted")
+    recipe: dict[str, Any] = Field(
+        description="the recipe (seed shape) as stored: literal secrets in URIs are ***, "
+        "${ENV_NAME} placeholders kept"
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on save: e.g. a password written literally (stored as ***)",
+    )
 
 
 # --- runs -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from kalla.app.errors import BadRequestError
 from kalla.connectors.base import check_expected_columns
 from kalla.connectors.registry import FILE_EXTENSIONS, connector_for
 from kalla.errors import KallaError, PayloadTooLargeError, SourceError
+from kalla.settings import get_settings
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
@@ -185,7 +186,8 @@ async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> 
 def check_upload_schema(saved: SavedFile, expected: list[str] | None) -> None:
     """The uploaded file has every column the recipe's ``schema`` names (extra ones are fine)."""
     try:
-        columns = connector_for(str(saved.path), alias=saved.alias).columns()
+        connector = connector_for(str(saved.path), alias=saved.alias, settings=get_settings())
+        columns = connector.columns()
     except KallaError as exc:
         raise SourceError(f"upload for source '{saved.alias}' ({saved.filename}): {exc}") from None
     except Exception as exc:

@@ -1,11 +1,14 @@
 """The staging seam: one base class owns the flow, connectors fill in a few hooks.
 
-Flow (``Connector.stage``): list the source's columns → check the expected ones → read it as
-a typed Arrow table (with progress) → write it to the staging directory as Parquet, atomically
-→ fingerprint it. A connector implements ``columns`` and ``read``; a file that the engine can
-register as it is (local Parquet) says so through ``in_place``; optional capabilities are the
-mixins ``SupportsFilterPushdown``, ``SupportsPartitionedRead`` and ``SupportsStreamedRead``
-(a large source written batch by batch, in bounded memory).
+Flow (``Connector.stage``): bring the source close (``prepare``) → check the expected columns
+→ push the filters the source can apply → read it as a typed Arrow table (with progress) →
+write it to the staging directory as Parquet, atomically → fingerprint it. ``preview`` runs
+the same first steps and reads only the first rows. A connector implements ``columns`` and
+``read``; a file that the engine can register as it is (local Parquet) says so through
+``in_place``; optional capabilities are the mixins ``SupportsFilterPushdown``,
+``SupportsPartitionedRead``, ``SupportsLimitedRead`` (a preview reads only its rows) and
+``SupportsStreamedRead`` (a large source written batch by batch, in bounded memory).
+Connectors are given the ``Settings`` they use; they never read the global ones.
 """
 
 from __future__ import annotations
@@ -18,20 +21,37 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import pyarrow as pa
 
-from kalla.connectors.uri import redact_uri
 from kalla.errors import OutputError, SourceError
 from kalla.hashing import Deferred, in_background, sha256_file
-from kalla.settings import get_settings
+from kalla.secrets import redact_uri
+from kalla.settings import Settings, get_settings
 from kalla.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from kalla.connectors.registry import Location
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction (0..1) of one source staged so far."""
+
+
+class Filter(Protocol):
+    """A pre-filter on one column (``recipe.FilterCondition`` is one): ``op`` is a
+    ``FilterOp`` member or its name."""
+
+    @property
+    def column(self) -> str: ...
+
+    @property
+    def op(self) -> Any: ...
+
+    @property
+    def value(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,16 @@ class StagedSource:
     row_count: int
     fingerprint: Mapping[str, object]  # may still be computing (see kalla.hashing)
     filters_applied: tuple[Any, ...] = ()  # FilterConditions already applied by the source
+
+
+@dataclass(frozen=True)
+class SourcePreview:
+    """The first rows of a source, read through the staging flow (``Connector.preview``)."""
+
+    alias: str
+    uri: str  # redacted: safe to log and show
+    table: pa.Table = field(repr=False)
+    filters_applied: tuple[Any, ...] = ()  # the others are not applied to these rows
 
 
 class Progress:
@@ -94,15 +124,22 @@ class Connector(ABC):
     """One source. Subclasses fill the hooks; ``stage`` is the flow and is not overridden."""
 
     kind: ClassVar[str]
-    """Short name of the source kind, shown in messages ("csv", "postgres", …)."""
+    """The name of its ``SourceKind`` in ``connectors.registry`` ("csv", "postgres", …)."""
     fetch_share: ClassVar[float] = 0.0
     """Share of the progress bar that ``prepare`` covers (a download); 0 when it does nothing."""
 
-    def __init__(self, uri: str, *, alias: str) -> None:
+    def __init__(self, uri: str, *, alias: str, settings: Settings) -> None:
         self.uri = uri  # may hold ${ENV} references or secrets: never show it
         self.alias = alias
+        self.settings = settings
         self.display_uri = redact_uri(uri)
-        self.staging_dir: Path = get_settings().staging_path  # set by ``stage``
+        self.staging_dir: Path = settings.staging_path  # ``stage`` may be given another
+
+    @classmethod
+    def open(cls, location: Location, *, settings: Settings) -> Connector:
+        """The connector for a routed source (``registry.locate``); files override it to
+        take their path and options."""
+        return cls(location.uri, alias=location.alias, settings=settings)
 
     # ---- hooks ------------------------------------------------------------------------
 
@@ -114,7 +151,7 @@ class Connector(ABC):
         """Column names as the source declares them (header, footer, catalog); cheap."""
 
     @abstractmethod
-    def read(self, progress: Progress, filters: Sequence[Any]) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter]) -> pa.Table:
         """The whole source as a typed Arrow table; ``filters`` were accepted by ``pushdown``."""
 
     def source_fingerprint(self) -> dict[str, object] | None:
@@ -133,27 +170,37 @@ class Connector(ABC):
 
     # ---- the flow ---------------------------------------------------------------------
 
+    def _open_flow(
+        self,
+        report: Progress,
+        expected_columns: Sequence[str] | None,
+        filters: Sequence[Filter],
+    ) -> tuple[Filter, ...]:
+        """The steps staging and preview share: bring the source close, check the expected
+        columns, push the filters the source applies (returned)."""
+        self.prepare(report.part(0.0, self.fetch_share))
+        if expected_columns:
+            check_expected_columns(
+                self.columns(), expected_columns, alias=self.alias, uri=self.display_uri
+            )
+        if filters and isinstance(self, SupportsFilterPushdown):
+            return tuple(self.pushdown(filters))
+        return ()
+
     def stage(
         self,
         staging_dir: Path | None = None,
         *,
         progress: ProgressFn | None = None,
         expected_columns: Sequence[str] | None = None,
-        filters: Sequence[Any] = (),
+        filters: Sequence[Filter] = (),
     ) -> StagedSource:
         report = Progress(progress)
         report(0.0)
         if staging_dir is not None:
             self.staging_dir = Path(staging_dir)
         try:
-            self.prepare(report.part(0.0, self.fetch_share))
-            if expected_columns:
-                check_expected_columns(
-                    self.columns(), expected_columns, alias=self.alias, uri=self.display_uri
-                )
-            pushed: tuple[Any, ...] = ()
-            if filters and isinstance(self, SupportsFilterPushdown):
-                pushed = tuple(self.pushdown(filters))
+            pushed = self._open_flow(report, expected_columns, filters)
             source_fp = in_background(self.source_fingerprint)
             placed = self.in_place()
             fingerprint: Mapping[str, object] | None
@@ -168,7 +215,9 @@ class Connector(ABC):
                 if isinstance(self, SupportsStreamedRead):
                     stream = self.read_stream(reading, pushed)
                 if stream is not None:
-                    schema, rows = write_parquet_stream(*stream, path)
+                    schema, rows = write_parquet_stream(
+                        *stream, path, compression=self.settings.parquet_compression
+                    )
                 else:
                     table = self.read(reading, pushed)
                     write_parquet_atomic(table, path)
@@ -190,13 +239,70 @@ class Connector(ABC):
             filters_applied=pushed,
         )
 
+    def preview(
+        self,
+        rows: int,
+        *,
+        staging_dir: Path | None = None,
+        expected_columns: Sequence[str] | None = None,
+        filters: Sequence[Filter] = (),
+    ) -> SourcePreview:
+        """The first ``rows`` rows, typed as staging types them: the staging flow (expected
+        columns checked, filters pushed, secrets resolved only here), reading no more than
+        the source allows (``SupportsLimitedRead``). Filters the source cannot apply are not
+        applied (they are the engine's); ``filters_applied`` says which were."""
+        rows = max(int(rows), 0)
+        if staging_dir is not None:
+            self.staging_dir = Path(staging_dir)
+        report = Progress(None)
+        try:
+            pushed = self._open_flow(report, expected_columns, filters)
+            if isinstance(self, SupportsLimitedRead):
+                table = self.read_head(report, pushed, rows)
+            else:
+                table = self.read(report, pushed)
+            table = table.slice(0, rows)
+        finally:
+            self.close()
+        return SourcePreview(
+            alias=self.alias, uri=self.display_uri, table=table, filters_applied=pushed
+        )
+
+
+class FileConnector(Connector):
+    """A local file: its path, how messages name it, and its bytes as its fingerprint."""
+
+    def __init__(
+        self, uri: str, *, alias: str, settings: Settings, path: Path, shown: str | None = None
+    ) -> None:
+        super().__init__(uri, alias=alias, settings=settings)
+        self.path = path
+        self.shown = shown or str(path)  # what messages call the file (an S3 URI for a fetch)
+        self.label = f"source '{alias}' ({self.shown})"
+
+    @classmethod
+    def open(cls, location: Location, *, settings: Settings) -> Connector:
+        assert location.path is not None
+        return cls(location.uri, alias=location.alias, settings=settings, path=location.path)
+
+    def source_fingerprint(self) -> dict[str, object] | None:
+        return file_fingerprint(self.path)
+
 
 class SupportsFilterPushdown(ABC):
     """A connector that applies FilterConditions at the source (e.g. a SQL WHERE clause)."""
 
     @abstractmethod
-    def pushdown(self, filters: Sequence[Any]) -> Sequence[Any]:
+    def pushdown(self, filters: Sequence[Filter]) -> Sequence[Filter]:
         """Accept the filters the source will apply; the engine applies the rest."""
+
+
+class SupportsLimitedRead(ABC):
+    """A connector that reads only the first rows for a preview (``LIMIT n``)."""
+
+    @abstractmethod
+    def read_head(self, progress: Progress, filters: Sequence[Filter], rows: int) -> pa.Table:
+        """At most ``rows`` rows, typed as ``read`` types them."""
 
 
 class SupportsStreamedRead(ABC):
@@ -205,7 +311,7 @@ class SupportsStreamedRead(ABC):
 
     @abstractmethod
     def read_stream(
-        self, progress: Progress, filters: Sequence[Any]
+        self, progress: Progress, filters: Sequence[Filter]
     ) -> tuple[pa.Schema, Iterator[pa.Table]] | None:
         """``(schema, parts)`` in a stable order, every part of ``schema``; None when the
         source is better read whole (small, or its types depend on all of its values)."""
@@ -279,13 +385,13 @@ _ROW_GROUP_ROWS = 512 * 1024
 
 
 def write_parquet_stream(
-    schema: pa.Schema, parts: Iterator[pa.Table], path: Path
+    schema: pa.Schema, parts: Iterator[pa.Table], path: Path, *, compression: str
 ) -> tuple[pa.Schema, int]:
     """Write ``parts`` to ``path`` as they come (pyarrow's writer holds one row group at a
-    time), atomically like ``write_parquet_atomic``."""
+    time), atomically like ``write_parquet_atomic``; ``compression`` as in the settings."""
     import pyarrow.parquet as pq
 
-    codec, _, level = get_settings().parquet_compression.partition("(")
+    codec, _, level = compression.partition("(")
     codec = {"uncompressed": "none", "lz4_raw": "lz4"}.get(codec, codec)
     rows = 0
     with (

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from kalla.connectors.base import (
-    Connector,
-    Progress,
-    check_unique_columns,
-    file_fingerprint,
-)
+from kalla.connectors.base import FileConnector, Filter, Progress, check_unique_columns
 from kalla.connectors.csv_types import infer_table
 from kalla.errors import SourceError
 
@@ -28,15 +24,9 @@ _BLOCK = 4 << 20  # bytes per parse block; big blocks keep both cores busy
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)
 
 
-class CsvConnector(Connector):
+class CsvConnector(FileConnector):
     kind = "csv"
-
-    def __init__(self, uri: str, *, alias: str, path: Path, shown: str | None = None) -> None:
-        super().__init__(uri, alias=alias)
-        self.path = path
-        self.shown = shown or str(path)  # what messages call the file (an S3 URI for a fetch)
-        self.label = f"source '{alias}' ({self.shown})"
-        self._names: list[str] | None = None
+    _names: list[str] | None = None
 
     def columns(self) -> list[str]:
         if self._names is None:
@@ -44,12 +34,9 @@ class CsvConnector(Connector):
             check_unique_columns(self._names, alias=self.alias, uri=self.shown)
         return self._names
 
-    def read(self, progress: Progress, filters: Any = ()) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter] = ()) -> pa.Table:
         names = self.columns()
         return read_csv_typed(self.path, names=names, label=self.label, progress=progress)
-
-    def source_fingerprint(self) -> dict[str, object]:
-        return file_fingerprint(self.path)
 
 
 def read_header(path: Path, *, label: str) -> list[str]:

@@ -8,43 +8,56 @@ decimal, never as the double Excel stores.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from kalla.connectors.base import Connector, Progress, check_unique_columns, file_fingerprint
+from kalla.connectors.base import (
+    Connector,
+    FileConnector,
+    Filter,
+    Progress,
+    check_unique_columns,
+)
 from kalla.connectors.csv_types import infer_table
-from kalla.errors import MissingDependencyError, SourceError
+from kalla.errors import SourceError
+from kalla.settings import Settings
 from kalla.suggest import did_you_mean
 
-
-def _calamine() -> Any:
-    try:
-        import python_calamine
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "XLSX sources need the 'xlsx' extra: pip install 'kalla[xlsx]'"
-        ) from exc
-    return python_calamine
+if TYPE_CHECKING:
+    from kalla.connectors.registry import Location
 
 
-class ExcelConnector(Connector):
+class ExcelConnector(FileConnector):
     kind = "xlsx"
+    _rows: list[list[Any]] | None = None
 
-    def __init__(self, uri: str, *, alias: str, path: Path, sheet: str | None = None) -> None:
-        super().__init__(uri, alias=alias)
-        self.path = path
+    def __init__(
+        self, uri: str, *, alias: str, settings: Settings, path: Path, sheet: str | None = None
+    ) -> None:
+        super().__init__(uri, alias=alias, settings=settings, path=path)
         self.sheet = sheet
-        self.label = f"source '{alias}' ({path})"
-        self._rows: list[list[Any]] | None = None
+
+    @classmethod
+    def open(cls, location: Location, *, settings: Settings) -> Connector:
+        assert location.path is not None
+        return cls(
+            location.uri,
+            alias=location.alias,
+            settings=settings,
+            path=location.path,
+            sheet=location.options.get("sheet"),
+        )
 
     def _read_rows(self) -> list[list[Any]]:
         if self._rows is None:
-            calamine = _calamine()
+            import python_calamine  # the registry checked that the 'xlsx' extra is installed
+
             try:
-                workbook = calamine.CalamineWorkbook.from_path(str(self.path))
+                workbook = python_calamine.CalamineWorkbook.from_path(str(self.path))
                 names = list(workbook.sheet_names)
                 if not names:
                     raise SourceError(f"{self.label}: the workbook has no sheets")
@@ -68,10 +81,10 @@ class ExcelConnector(Connector):
         names = [_cell_text(cell) or "" for cell in rows[0]]
         while names and not names[-1]:
             names.pop()  # trailing unnamed columns are formatting, not data
-        check_unique_columns(names, alias=self.alias, uri=str(self.path))
+        check_unique_columns(names, alias=self.alias, uri=self.shown)
         return names
 
-    def read(self, progress: Progress, filters: Any = ()) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter] = ()) -> pa.Table:
         names = self.columns()
         rows = self._read_rows()[1:]
         width = len(names)
@@ -84,9 +97,6 @@ class ExcelConnector(Connector):
         progress(0.7)
         table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
         return infer_table(table)
-
-    def source_fingerprint(self) -> dict[str, object]:
-        return file_fingerprint(self.path)
 
 
 def _cell_text(cell: Any) -> str | None:

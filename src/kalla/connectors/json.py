@@ -7,12 +7,12 @@ stages as an exact decimal; nested objects and arrays stay JSON text.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from kalla.connectors.base import Connector, Progress, file_fingerprint
+from kalla.connectors.base import FileConnector, Filter, Progress
 from kalla.connectors.csv_types import infer_table
 from kalla.errors import SourceError
 
@@ -21,15 +21,10 @@ class _Number(str):
     """A JSON number kept as written, told apart from a JSON string."""
 
 
-class JsonConnector(Connector):
+class JsonConnector(FileConnector):
     kind = "json"
-
-    def __init__(self, uri: str, *, alias: str, path: Path) -> None:
-        super().__init__(uri, alias=alias)
-        self.path = path
-        self.label = f"source '{alias}' ({path})"
-        self._records: list[dict[str, Any]] | None = None
-        self._names: list[str] | None = None
+    _records: list[dict[str, Any]] | None = None
+    _names: list[str] | None = None
 
     def _load(self) -> tuple[list[dict[str, Any]], list[str]]:
         if self._records is None or self._names is None:
@@ -79,7 +74,7 @@ class JsonConnector(Connector):
     def columns(self) -> list[str]:
         return self._load()[1]
 
-    def read(self, progress: Progress, filters: Any = ()) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter] = ()) -> pa.Table:
         records, names = self._load()
         progress(0.5)
         columns = {
@@ -87,9 +82,6 @@ class JsonConnector(Connector):
             for name in names
         }
         return infer_table(pa.table(columns))
-
-    def source_fingerprint(self) -> dict[str, object]:
-        return file_fingerprint(self.path)
 
 
 def _text(value: Any) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kalla.connectors.sql_table import (
+from kalla.connectors.sql import (
     Catalog,
     Column,
     ConnectionInfo,
@@ -61,8 +61,6 @@ _UNKNOWN_DATABASE = {1049, 1044}
 
 class MySqlConnector(SqlTableConnector):
     kind = "mysql"
-    product = "MySQL"
-    extra = "mysql"
     default_port = 3306
     url_scheme = "mysql"
     native_types = frozenset(_KINDS) - {"bigint unsigned"}  # beyond int64: text, then uint64

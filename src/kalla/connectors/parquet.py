@@ -1,14 +1,21 @@
-"""Local Parquet files: registered where they lie (no copy); schema and rows from the footer."""
+"""Local Parquet files: registered where they lie (no copy); schema and rows from the footer;
+a preview reads only the row groups it needs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kalla.connectors.base import Connector, Progress, check_unique_columns, file_fingerprint
+from kalla.connectors.base import (
+    FileConnector,
+    Filter,
+    Progress,
+    SupportsLimitedRead,
+    check_unique_columns,
+)
 from kalla.errors import SourceError
 
 PARQUET_MAGIC = b"PAR1"
@@ -26,23 +33,16 @@ def is_parquet_file(path: Path) -> bool:
         return False
 
 
-class ParquetConnector(Connector):
+class ParquetConnector(FileConnector, SupportsLimitedRead):
     kind = "parquet"
-
-    def __init__(self, uri: str, *, alias: str, path: Path, shown: str | None = None) -> None:
-        super().__init__(uri, alias=alias)
-        self.path = path
-        self.shown = shown or str(path)  # what messages call the file (an S3 URI for a fetch)
-        self._metadata: pq.FileMetaData | None = None
+    _metadata: pq.FileMetaData | None = None
 
     def _footer(self) -> pq.FileMetaData:
         if self._metadata is None:
             try:
                 self._metadata = pq.read_metadata(self.path)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise SourceError(
-                    f"source '{self.alias}' ({self.shown}): not a readable Parquet file: {exc}"
-                ) from exc
+                raise SourceError(f"{self.label}: not a readable Parquet file: {exc}") from exc
         return self._metadata
 
     def schema(self) -> pa.Schema:
@@ -57,8 +57,17 @@ class ParquetConnector(Connector):
         self.columns()
         return self.path, self.schema(), self._footer().num_rows
 
-    def read(self, progress: Progress, filters: Any = ()) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter] = ()) -> pa.Table:
         return pq.read_table(self.path)
 
-    def source_fingerprint(self) -> dict[str, object]:
-        return file_fingerprint(self.path)
+    def read_head(self, progress: Progress, filters: Sequence[Filter], rows: int) -> pa.Table:
+        schema = self.schema()
+        batches = []
+        wanted = rows
+        if wanted > 0:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=max(wanted, 1)):
+                batches.append(batch.slice(0, wanted))
+                wanted -= batches[-1].num_rows
+                if wanted <= 0:
+                    break
+        return pa.Table.from_batches(batches, schema=schema)

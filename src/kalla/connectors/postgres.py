@@ -14,13 +14,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from kalla.connectors.sql_table import (
+from kalla.connectors.sql import (
     Catalog,
     Column,
     ConnectionInfo,
     Interrupts,
     SqlTableConnector,
 )
+from kalla.connectors.sql.partitions import page_ranges
 from kalla.errors import SourceError, SourceUnavailableError
 
 # data_type (information_schema) → kind; types not listed are read as text.
@@ -75,8 +76,6 @@ _TID_RANGE_SCAN_VERSION = 140000
 
 class PostgresConnector(SqlTableConnector):
     kind = "postgres"
-    product = "PostgreSQL"
-    extra = "postgres"
     default_port = 5432
     url_scheme = "postgresql"
     driver_options = ("sslmode",)
@@ -249,13 +248,11 @@ class PostgresConnector(SqlTableConnector):
         return super()._target_type(column)
 
     def _physical_ranges(self, catalog: Catalog, count: int) -> list[str] | None:
-        blocks = catalog.physical_blocks
-        if blocks < count * 8:
+        pages = page_ranges(catalog.physical_blocks, count)
+        if pages is None:
             return None
-        step = (blocks + count - 1) // count
-        edges = [step * i for i in range(1, count) if step * i < blocks]
         ranges = []
-        for start, end in zip([None, *edges], [*edges, None], strict=True):
+        for start, end in pages:
             parts = []
             if start is not None:
                 parts.append(f"ctid >= '({start},0)'::tid")

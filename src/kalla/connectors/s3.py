@@ -8,43 +8,38 @@ same rules as a local CSV, and the fingerprint is the sha256 of the object's byt
 
 Settings come from the environment, as seed 002 says: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL`` and ``AWS_ALLOW_HTTP``
-(an ``http://`` endpoint, e.g. MinIO or LocalStack, is refused unless it is true).
+(an ``http://`` endpoint, e.g. MinIO or LocalStack, is refused unless it is true). A source
+kept in another account may carry its own key in the URI's user info, best as placeholders:
+``s3://${LEDGER_KEY_ID}:${LEDGER_SECRET}@bucket/key.csv``, resolved only when it is fetched.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from kalla.connectors.base import Connector, Progress, staged_path
+from kalla.connectors.base import Connector, Filter, Progress, staged_path
 from kalla.connectors.csv import CsvConnector
 from kalla.connectors.parquet import ParquetConnector
-from kalla.connectors.uri import resolve_env
-from kalla.errors import MissingDependencyError, SourceError, SourceUnavailableError
+from kalla.errors import SourceError, SourceUnavailableError
+from kalla.secrets import resolve_env
+from kalla.settings import Settings
 
 _PART_BYTES = 8 << 20  # ranged GET size; several run at once
 _CONCURRENCY = 8
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _boto3() -> Any:
-    try:
-        import boto3
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "S3 sources need the 's3' extra: pip install 'kalla[s3]'"
-        ) from exc
-    return boto3
-
-
-def s3_client() -> Any:
-    """A boto3 S3 client configured from the AWS_* environment variables."""
-    boto3 = _boto3()
+def s3_client(credentials: tuple[str, str] | None = None) -> Any:
+    """A boto3 S3 client configured from the AWS_* environment variables; ``credentials``
+    (access key id, secret) replace the environment's."""
+    import boto3  # the registry checked that the 's3' extra is installed
     from botocore.config import Config
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
@@ -62,20 +57,30 @@ def s3_client() -> Any:
         # Custom endpoints (MinIO, LocalStack, moto) serve buckets as paths, not host names.
         s3={"addressing_style": "path" if endpoint else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+    keys = {}
+    if credentials is not None:
+        keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
+    return boto3.session.Session(**keys).client("s3", endpoint_url=endpoint, config=config)
 
 
 class S3Connector(Connector):
     kind = "s3"
     fetch_share = 0.5
 
-    def __init__(self, uri: str, *, alias: str) -> None:
-        super().__init__(uri, alias=alias)
-        parts = urlsplit(resolve_env(uri, alias=alias) if "${" in uri else uri)
-        self.bucket = parts.netloc
-        self.key = unquote(parts.path.lstrip("/"))
-        self.is_csv = self.key.lower().endswith(".csv")
+    def __init__(self, uri: str, *, alias: str, settings: Settings) -> None:
+        super().__init__(uri, alias=alias, settings=settings)
+        parts = urlsplit(uri)
         self.label = f"source '{alias}' ({self.display_uri})"
+        userinfo, at, bucket = parts.netloc.rpartition("@")
+        self.bucket = resolve_env(bucket, alias=alias)
+        self.key = resolve_env(unquote(parts.path.lstrip("/")), alias=alias)
+        self.is_csv = self.key.lower().endswith(".csv")
+        self._userinfo = userinfo if at else None  # resolved only when the object is fetched
+        if self._userinfo is not None and ":" not in self._userinfo:
+            raise SourceError(
+                f"{self.label}: credentials in an S3 URI are ACCESS_KEY_ID:SECRET "
+                "(s3://${KEY_ID}:${SECRET}@bucket/key), or leave them to AWS_* variables"
+            )
         self._local: CsvConnector | ParquetConnector | None = None
         self._download: Path | None = None
         self._kept = False  # the fetched Parquet object became the staged file
@@ -92,22 +97,23 @@ class S3Connector(Connector):
             target = staged.with_name(f".{staged.stem}.download{suffix}")
             self._fetch(target, progress)
             self._download = target
-            if self.is_csv:
-                self._local = CsvConnector(
-                    self.uri, alias=self.alias, path=target, shown=self.display_uri
-                )
-            else:
+            local = CsvConnector if self.is_csv else ParquetConnector
+            if not self.is_csv:
                 final = staged_path(self.staging_dir, self.alias)
                 os.replace(target, final)
-                self._download = final
-                self._local = ParquetConnector(
-                    self.uri, alias=self.alias, path=final, shown=self.display_uri
-                )
+                self._download = target = final
+            self._local = local(
+                self.uri,
+                alias=self.alias,
+                settings=self.settings,
+                path=target,
+                shown=self.display_uri,
+            )
 
     def columns(self) -> list[str]:
         return self._connector().columns()
 
-    def read(self, progress: Progress, filters: Any = ()) -> pa.Table:
+    def read(self, progress: Progress, filters: Sequence[Filter] = ()) -> pa.Table:
         return self._connector().read(progress, filters)
 
     def in_place(self) -> tuple[Path, pa.Schema, int] | None:
@@ -136,7 +142,7 @@ class S3Connector(Connector):
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-        client = s3_client()
+        client = s3_client(self._credentials())
         try:
             size = int(client.head_object(Bucket=self.bucket, Key=self.key)["ContentLength"])
             done = [0]
@@ -172,6 +178,15 @@ class S3Connector(Connector):
         except BaseException:
             target.unlink(missing_ok=True)
             raise
+
+    def _credentials(self) -> tuple[str, str] | None:
+        if self._userinfo is None:
+            return None
+        key_id, _, secret = self._userinfo.partition(":")
+        return (
+            resolve_env(unquote(key_id), alias=self.alias),
+            resolve_env(unquote(secret), alias=self.alias),
+        )
 
     def _client_error(self, exc: Any, client: Any) -> SourceError:
         error = exc.response.get("Error", {})

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 import kalla
 from kalla.hashing import sha256_file
+from kalla.secrets import redact_recipe
 
 
 def canonical_json(data: Any) -> str:
@@ -33,7 +34,11 @@ def build_manifest(
     summary: Mapping[str, Any],
     started_at: datetime,
 ) -> dict[str, Any]:
-    """The manifest as a dict; outputs are fingerprinted here, after they are complete."""
+    """The manifest as a dict; outputs are fingerprinted here, after they are complete.
+
+    The recipe is recorded, and hashed, with every literal secret in its URIs redacted
+    (``${ENV}`` placeholders kept): a manifest never holds a password."""
+    recipe = redact_recipe(recipe)
     files = {}
     for name, path in outputs.items():
         digest = digests.get(name) if digests else None
@@ -49,6 +54,7 @@ def build_manifest(
         "finished_at": datetime.now(UTC).isoformat(),
         "recipe": dict(recipe),
         "recipe_sha256": hashlib.sha256(canonical_json(recipe).encode()).hexdigest(),
+        "recipe_sha256_of": "recipe with literal secrets redacted",
         "sql": list(sql),
         "engine": {
             "kalla": kalla.__version__,

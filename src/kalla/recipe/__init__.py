@@ -15,7 +15,6 @@ from kalla.recipe.models import (
     RecipeSource,
     RecipeSources,
     ResolvedSource,
-    SourceType,
     StagingProgress,
 )
 from kalla.recipe.parse import load_recipe, parse_job_request, parse_model, parse_recipe
@@ -35,7 +34,6 @@ __all__ = [
     "RecipeSource",
     "RecipeSources",
     "ResolvedSource",
-    "SourceType",
     "StagingProgress",
     "load_recipe",
     "parse_job_request",

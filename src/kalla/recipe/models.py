@@ -15,6 +15,16 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kalla.connectors.registry import (
+    FILE_TYPE,
+    LOCAL_SCHEMES,
+    RECIPE_TYPES,
+    SourceKind,
+    check_recipe_type,
+    kinds_of_type,
+    scheme_of,
+)
+from kalla.secrets import redact_uri
 from kalla.suggest import did_you_mean
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -70,15 +80,6 @@ class FilterCondition(Frozen):
         return self
 
 
-class SourceType(StrEnum):
-    FILE = "file"
-    POSTGRES = "postgres"
-    MYSQL = "mysql"
-    S3 = "s3"
-    BIGQUERY = "bigquery"
-    ELASTICSEARCH = "elasticsearch"
-
-
 def _check_alias(value: str) -> str:
     if not IDENTIFIER.match(value):
         raise ValueError(
@@ -91,7 +92,11 @@ class RecipeSource(Frozen):
     """One side of a recipe: a persistent URI, or a file uploaded fresh each run."""
 
     alias: str
-    type: SourceType
+    type: str = Field(
+        description="the source type (connectors.registry): 'file' for a file given with "
+        "each run, else the database or store its URI names",
+        json_schema_extra={"enum": list(RECIPE_TYPES)},
+    )
     uri: str | None = None
     schema_: list[str] | None = Field(default=None, alias="schema")
     primary_key: list[str] = Field(min_length=1)
@@ -102,18 +107,24 @@ class RecipeSource(Frozen):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: object) -> object:
-        types = [t.value for t in SourceType]
-        if isinstance(value, str) and value not in types:
-            raise ValueError(
-                f"unknown source type '{value}'{did_you_mean(value, types)}; "
-                f"valid types: {', '.join(types)}"
-            )
-        return value
+        return check_recipe_type(value) if isinstance(value, str) else value
+
+    @property
+    def is_file(self) -> bool:
+        """A file given (uploaded) with each run, rather than read from its URI."""
+        return self.type == FILE_TYPE
+
+    @property
+    def kinds(self) -> tuple[SourceKind, ...]:
+        """The source kinds its ``type`` covers (``connectors.registry``)."""
+        return kinds_of_type(self.type)
 
     @model_validator(mode="after")
     def _uri_or_schema(self) -> RecipeSource:
-        if self.type is not SourceType.FILE and not self.uri:
-            raise ValueError(f"source '{self.alias}' of type '{self.type.value}' needs a 'uri'")
+        if not self.is_file and not self.uri:
+            raise ValueError(f"source '{self.alias}' of type '{self.type}' needs a 'uri'")
+        if self.uri:
+            self._uri_fits_type(self.uri)
         if self.schema_ is not None:
             missing = [k for k in self.primary_key if k not in self.schema_]
             if missing:
@@ -123,6 +134,25 @@ class RecipeSource(Frozen):
                     f"schema: {', '.join(self.schema_)}"
                 )
         return self
+
+    def _uri_fits_type(self, uri: str) -> None:
+        """A persistent source's URI has one of its type's schemes (so a recipe cannot read
+        a server's files by calling them a database); a file source's is a local path."""
+        scheme = scheme_of(uri)
+        if self.is_file:
+            if scheme is not None and scheme not in LOCAL_SCHEMES:
+                raise ValueError(
+                    f"source '{self.alias}' of type 'file' has a {scheme}:// URI; a file "
+                    f"source's uri is a local path, and {scheme}:// sources have a type of "
+                    "their own"
+                )
+            return
+        schemes = [s for kind in self.kinds for s in kind.schemes]
+        if scheme not in schemes:
+            raise ValueError(
+                f"source '{self.alias}' of type '{self.type}' needs a "
+                f"{' or '.join(s + '://' for s in schemes)} URI, not {redact_uri(uri)}"
+            )
 
 
 class RecipeSources(Frozen):

@@ -20,21 +20,17 @@ into a temp dir renamed into place only on success).
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from kalla import pipeline
 from kalla.connectors import redact_uri
-from kalla.connectors.uri import SECRET_PARAMS
 from kalla.engine import RunSummary
 from kalla.errors import KallaError, OutputError, RecipeError, SqlError
 from kalla.recipe.models import (
@@ -46,6 +42,7 @@ from kalla.recipe.models import (
     StagingProgress,
 )
 from kalla.recipe.sqltext import check_read_only, referenced_tables
+from kalla.secrets import Scrubber
 from kalla.settings import Settings
 from kalla.suggest import did_you_mean
 
@@ -187,46 +184,6 @@ def check_output_free(output_dir: Path) -> None:
             f"output directory {output_dir} already exists and is not empty; "
             "give the run an output_path of its own"
         )
-
-
-# --- secrets never leave the worker -------------------------------------------------------
-
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class Scrubber:
-    """Masks every credential a job's URIs carry (and ``user:pass@`` anywhere) in a text."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # longest first, so a secret containing another is masked whole
-        self.secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
-
-    @classmethod
-    def for_uris(cls, uris: Iterable[str], environ: Mapping[str, str] | None = None) -> Scrubber:
-        env = os.environ if environ is None else environ
-        found: list[str] = []
-        for uri in uris:
-            found += [env[name] for name in _ENV_REF.findall(uri) if env.get(name)]
-            try:
-                parts = urlsplit(uri)
-            except ValueError:
-                continue
-            userinfo, at, _ = parts.netloc.rpartition("@")
-            if at and ":" in userinfo:
-                password = userinfo.partition(":")[2]
-                found += [password, unquote(password)]
-            found += [
-                value
-                for key, value in parse_qsl(parts.query, keep_blank_values=True)
-                if key.lower() in SECRET_PARAMS
-            ]
-        return cls(found)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return _USERINFO.sub(r"\1***@", text)
 
 
 # --- 3-5. run -----------------------------------------------------------------------------

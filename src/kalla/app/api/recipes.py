@@ -1,11 +1,16 @@
-"""``/api/recipes``: recipes in the seed shape; saving one again makes a new immutable version."""
+"""``/api/recipes``: recipes in the seed shape; saving one again makes a new immutable version.
+
+A recipe is stored with every literal secret in its URIs redacted (``***``; ``${ENV_NAME}``
+placeholders kept), its sha256 taken on what is stored, and the save answers with a warning
+for each secret that was written literally.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -14,58 +19,31 @@ from kalla.app.errors import BadRequestError
 from kalla.app.openapi import json_body
 from kalla.app.schemas import MAX_INT, Page, RecipePublic, RecipeVersionPublic
 from kalla.app.storage import RecipeRepository, RecipeVersionRow
-from kalla.connectors import redact_uri
 from kalla.errors import ConflictError, NotFoundError, RecipeError
 from kalla.evidence.manifest import canonical_json
-from kalla.recipe import Recipe, SourceType, parse_recipe
+from kalla.recipe import Recipe, parse_recipe
+from kalla.secrets import literal_secret_warnings, redact_recipe
 from kalla.suggest import did_you_mean
 
 router = APIRouter(prefix="/api/recipes", tags=["recipes"], dependencies=[Depends(require_token)])
 log = logging.getLogger("kalla.app.recipes")
 
 MAX_RECIPE_ID = 200
-# A persistent source's URI scheme must match its type (so a recipe cannot read server files).
-URI_SCHEMES = {
-    SourceType.POSTGRES: ("postgres", "postgresql"),
-    SourceType.MYSQL: ("mysql", "mariadb"),
-    SourceType.S3: ("s3",),
-}
-
-
-def redacted(body: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(body))
-    for side in data.get("sources", {}).values():
-        if isinstance(side, dict) and isinstance(side.get("uri"), str):
-            side["uri"] = redact_uri(side["uri"])
-    return data
 
 
 def _app_problems(recipe: Recipe) -> list[str]:
-    """What the store needs beyond the recipe model: sizes, no NUL, a URI fitting its type."""
+    """What the store needs beyond the recipe model (which checks that a URI fits its type):
+    sizes, no NUL, and no file path on the server for a file source."""
     problems = []
     if len(recipe.recipe_id) > MAX_RECIPE_ID:
         problems.append(f"recipe_id: at most {MAX_RECIPE_ID} characters")
     if "\\u0000" in json.dumps(recipe.to_dict()):
         problems.append("text in the recipe must not contain NUL characters")
     for side, source in (("left", recipe.sources.left), ("right", recipe.sources.right)):
-        if source.type is SourceType.FILE:
-            if source.uri:
-                problems.append(
-                    f"sources.{side}.uri: file source '{source.alias}' takes its file as an "
-                    "upload with each run; remove the uri"
-                )
-            continue
-        schemes = URI_SCHEMES.get(source.type)
-        if schemes is None:
+        if source.is_file and source.uri:
             problems.append(
-                f"sources.{side}.type: '{source.type.value}' sources are not supported yet"
-            )
-            continue
-        scheme = (source.uri or "").partition("://")[0].lower()
-        if scheme not in schemes:
-            problems.append(
-                f"sources.{side}.uri: a '{source.type.value}' source needs a "
-                f"{' or '.join(s + '://' for s in schemes)} URI, not {redact_uri(source.uri or '')}"
+                f"sources.{side}.uri: file source '{source.alias}' takes its file as an "
+                "upload with each run; remove the uri"
             )
     return problems
 
@@ -88,7 +66,7 @@ def parse_body(raw: bytes) -> Recipe:
     return recipe
 
 
-def public(row: RecipeVersionRow, versions: int) -> RecipePublic:
+def public(row: RecipeVersionRow, versions: int, warnings: list[str] | None = None) -> RecipePublic:
     return RecipePublic(
         recipe_id=row.recipe_id,
         version=row.version,
@@ -96,7 +74,8 @@ def public(row: RecipeVersionRow, versions: int) -> RecipePublic:
         sha256=row.sha256,
         created_at=row.created_at,
         versions=versions,
-        recipe=redacted(row.body),
+        recipe=redact_recipe(row.body),  # stored redacted; again in case a row predates that
+        warnings=warnings or [],
     )
 
 
@@ -142,21 +121,26 @@ def list_recipes(
 async def save_recipe(request: Request, session: SessionDep, response: Response) -> RecipePublic:
     """Validate (every problem listed) and save; a known ``recipe_id`` gets a new version.
 
-    Saving exactly the latest version's content again creates nothing and answers 200.
+    Literal secrets in URIs are stored as ``***`` (``warnings`` says which); a run takes a
+    masked password from the registered source of the same server and user. Saving exactly
+    the latest version's content again creates nothing and answers 200.
     """
     recipe = parse_body(await request.body())
-    body = recipe.to_dict()
+    warnings = literal_secret_warnings(recipe.to_dict())
+    body = redact_recipe(recipe.to_dict())
     digest = hashlib.sha256(canonical_json(body).encode()).hexdigest()
     repo = RecipeRepository(session)
+    for note in warnings:
+        log.warning("recipe %s: %s", recipe.recipe_id, note)
     for _ in range(3):
         latest = repo.latest(recipe.recipe_id)
         if latest is not None and latest.sha256 == digest:
             response.status_code = 200
-            return public(latest, latest.version)
+            return public(latest, latest.version, warnings)
         row = repo.add(recipe_id=recipe.recipe_id, name=recipe.name, body=body, sha256=digest)
         if row is not None:
             log.info("recipe %s saved as version %d", row.recipe_id, row.version)
-            return public(row, row.version)
+            return public(row, row.version, warnings)
     raise ConflictError(f"recipe '{recipe.recipe_id}' is being saved concurrently; try again")
 
 
@@ -181,4 +165,4 @@ def list_versions(recipe_id: str, session: SessionDep) -> list[RecipeVersionPubl
     return [version_public(r) for r in rows]
 
 
-__all__ = ["find_version", "redacted", "router"]
+__all__ = ["find_version", "router"]

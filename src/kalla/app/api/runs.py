@@ -31,7 +31,7 @@ from kalla.app.storage import RunRepository, RunRow, SourceRepository
 from kalla.app.uploads import RunForm, check_upload_schema, receive_form
 from kalla.errors import ConflictError, NotFoundError
 from kalla.evidence.output import OUTPUT_NAMES as OUTPUTS
-from kalla.recipe import Recipe, SourceType
+from kalla.recipe import Recipe
 from kalla.recipe.parse import describe_validation_error
 from kalla.suggest import did_you_mean
 
@@ -236,7 +236,7 @@ def _check_sources(recipe: Recipe, form: RunForm, registered: Any) -> None:
     for alias, saved in form.files.items():
         check_upload_schema(saved, wanted[alias].schema_)
     for source in (recipe.sources.left, recipe.sources.right):
-        if source.type is not SourceType.FILE:
+        if not source.is_file:
             resolve_uri(source.uri or "", source.alias, registered)
 
 

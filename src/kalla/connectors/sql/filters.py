@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kalla.errors import SourceError
 
 if TYPE_CHECKING:
-    from kalla.connectors.sql_table import Column
+    from kalla.connectors.sql.catalog import Column
 
 FILTER_OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "between", "in", "like")
 _COMPARE = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
