@@ -72,7 +72,10 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     invoice_payment_files(data)
     with _database(request.param) as (url, name):
         process = app_process(
-            workdir, database_url=url, KALLA_MAX_UPLOAD_SIZE=str(MAX_UPLOAD)
+            workdir,
+            database_url=url,
+            KALLA_MAX_UPLOAD_SIZE=str(MAX_UPLOAD),
+            KALLA_TEST_PG_PASSWORD=PG_PASSWORD,  # what ${KALLA_TEST_PG_PASSWORD} resolves to
         ).start()
         try:
             yield App(process, request.param, name, data)
@@ -134,6 +137,12 @@ def test_sources_register_list_get_delete(app: App) -> None:
     assert created["uri"] == "postgres://ledger:***@db.internal:5432/ledger?table=invoices"
     assert created["type"] == "postgres"
     assert PG_PASSWORD not in str(created)
+    (warning,) = created["warnings"]  # the literal password was not stored
+    assert "postgres://ledger:${ENV_NAME}@db.internal:5432/ledger?table=invoices" in warning
+    placeholder = uri.replace(PG_PASSWORD, "${LEDGER_PASSWORD}")
+    kept = _ok(app.http.post("/api/sources", json={"name": "ledger-env", "uri": placeholder}), 201)
+    assert (kept["uri"], kept["warnings"]) == (placeholder, [])
+    _ok(app.http.delete(f"/api/sources/{kept['id']}"), 204)
 
     duplicate = _error(app.http.post("/api/sources", json={"name": "ledger", "uri": uri}), 409)
     assert "already exists" in duplicate["error"]
@@ -170,7 +179,7 @@ def test_source_test_returns_schema_and_sample(app: App) -> None:
             "INSERT INTO ledger SELECT 'L' || g, g * 1.5, DATE '2024-01-01' + g "
             "FROM generate_series(1, 20) g",
         )
-        uri = pg_url(db, password=PG_PASSWORD) + "?table=ledger"
+        uri = pg_url(db, password="${KALLA_TEST_PG_PASSWORD}") + "?table=ledger"
         created = _ok(app.http.post("/api/sources", json={"name": f"pg-{db}", "uri": uri}), 201)
         tested = _ok(app.http.post(f"/api/sources/{created['id']}/test", params={"rows": 3}))
         assert tested["ok"] is True and tested["error"] is None
@@ -178,6 +187,22 @@ def test_source_test_returns_schema_and_sample(app: App) -> None:
         assert len(tested["sample"]) == 3
         assert set(tested["sample"][0]) == {"id", "amount", "booked"}
         assert PG_PASSWORD not in str(tested)
+
+        # a literal password serves the test at registration only: it is never stored
+        literal = pg_url(db, password=PG_PASSWORD) + "?table=ledger"
+        registered = _ok(
+            app.http.post(
+                "/api/sources",
+                params={"test": "true", "rows": 2},
+                json={"name": f"pg-literal-{db}", "uri": literal},
+            ),
+            201,
+        )
+        assert registered["test"]["ok"] is True and len(registered["test"]["sample"]) == 2
+        assert registered["uri"] == pg_url(db, password="***") + "?table=ledger"
+        later = _ok(app.http.post(f"/api/sources/{registered['id']}/test"))
+        assert later["ok"] is False and "${ENV_NAME}" in later["error"], later
+        assert PG_PASSWORD not in str(registered) + str(later)
 
 
 # --- recipes ---------------------------------------------------------------------------------
@@ -459,7 +484,7 @@ def test_persistent_sources_run_from_json(app: App) -> None:
                 "/api/sources",
                 json={
                     "name": f"books-{db}",
-                    "uri": pg_url(db, password=PG_PASSWORD) + "?table=invoices",
+                    "uri": pg_url(db, password="${KALLA_TEST_PG_PASSWORD}") + "?table=invoices",
                 },
             ),
             201,

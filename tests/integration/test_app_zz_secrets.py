@@ -1,9 +1,10 @@
 """No credential in any response or log line (runs after the other app tests: "zz").
 
 This test does the credential-heavy things itself (sources and recipes with passwords in
-their URIs, a source test and a run against a server that is down), then greps every log
-line written by every app and worker process of the session and every response body the
-tests received for the test passwords.
+their URIs, a source test and a run against a server that is down, its password lent by a
+registered source as an ${ENV} placeholder whose value is a test password), then greps
+every log line written by every app and worker process of the session and every response
+body the tests received for the test passwords.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ from test_app_harness import (
 def test_no_password_in_any_response_or_log(tmp_path: Path) -> None:
     data = tmp_path / "data"
     invoices, payments = invoice_payment_files(data)
-    app = app_process(tmp_path).start()
+    app = app_process(tmp_path, KALLA_TEST_DOWN_PASSWORD=PG_PASSWORD).start()
     try:
         http = client(app.url)
         down = f"postgres://ledger:{PG_PASSWORD}@127.0.0.1:9/ledger?table=invoices"
         query = f"mysql://root@127.0.0.1:9/shop?table=orders&password={OTHER_PASSWORD}"
-        for name, uri in (("down", down), ("query", query)):
-            source = http.post("/api/sources", json={"name": name, "uri": uri})
+        lender = down.replace(PG_PASSWORD, "${KALLA_TEST_DOWN_PASSWORD}")
+        for name, uri in (("down", down), ("query", query), ("down-env", lender)):
+            source = http.post(
+                "/api/sources", params={"test": "true"}, json={"name": name, "uri": uri}
+            )
             assert source.status_code == 201, source.text
+            assert source.json()["test"]["ok"] is False
             tested = http.post(f"/api/sources/{source.json()['id']}/test")
             assert tested.status_code == 200 and tested.json()["ok"] is False
         http.get("/api/sources")
@@ -47,7 +52,8 @@ def test_no_password_in_any_response_or_log(tmp_path: Path) -> None:
             "uri": down,
             "primary_key": ["invoice_id"],
         }
-        assert http.post("/api/recipes", json=recipe).status_code == 201
+        saved = http.post("/api/recipes", json=recipe)
+        assert saved.status_code == 201 and saved.json()["warnings"], saved.text
         http.get("/api/recipes/secret-left")
         http.get("/api/recipes")
         run = wait_for_run(http, upload(http, "secret-left", {"payments": payments}).json()["id"])

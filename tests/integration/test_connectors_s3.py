@@ -128,3 +128,31 @@ def test_endpoint_down(tmp_path: Path, s3_bucket: Bucket, monkeypatch: pytest.Mo
             f"s3://{s3_bucket.name}/a.csv", alias="a", settings=SETTINGS, staging_dir=tmp_path
         )
     assert "kalla-test-secret" not in str(info.value)
+
+
+def test_a_key_in_the_uri_is_used_resolved_late_and_never_shown(
+    tmp_path: Path, s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = s3_bucket.put("k.csv", b"a\n1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(SourceUnavailableError, match="no AWS credentials"):
+        stage_source(uri, alias="k", settings=SETTINGS, staging_dir=tmp_path / "s")
+
+    keyed = uri.replace("s3://", "s3://${KALLA_TEST_KEY_ID}:${KALLA_TEST_SECRET}@", 1)
+    with pytest.raises(SourceError, match=r"source 'k': \$\{KALLA_TEST_KEY_ID\} is not set"):
+        stage_source(keyed, alias="k", settings=SETTINGS, staging_dir=tmp_path / "s")
+    monkeypatch.setenv("KALLA_TEST_KEY_ID", "kalla-test")
+    monkeypatch.setenv("KALLA_TEST_SECRET", "Uri-Secret-93f1")
+    staged = stage_source(keyed, alias="k", settings=SETTINGS, staging_dir=tmp_path / "s")
+    assert staged.row_count == 1 and staged.uri == keyed  # placeholders shown as written
+
+    literal = uri.replace("s3://", "s3://kalla-test:Uri-Secret-93f1@", 1)
+    staged = stage_source(literal, alias="k", settings=SETTINGS, staging_dir=tmp_path / "s")
+    assert staged.row_count == 1 and staged.uri == uri.replace("s3://", "s3://kalla-test:***@")
+    with pytest.raises(SourceError, match="ACCESS_KEY_ID:SECRET") as info:
+        stage_source(uri.replace("s3://", "s3://Uri-Secret-93f1@", 1), alias="k", settings=SETTINGS)
+    assert "Uri-Secret-93f1" not in str(info.value)

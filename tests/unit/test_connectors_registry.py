@@ -92,9 +92,11 @@ def test_recipe_types_and_registrable_kinds_come_from_the_kinds() -> None:
     assert tuple(e for k in kinds_of_type("file") for e in k.extensions) == FILE_EXTENSIONS
 
 
-def test_secrets_kinds_declare_options_that_redaction_knows() -> None:
-    # sslmode is not a secret; none of the options a kind takes holds one
-    assert not {o for k in KINDS for o in k.options} & SECRET_PARAMS
+def test_secret_options_are_ones_redaction_masks() -> None:
+    for kind in KINDS:
+        assert set(kind.secret_options) <= set(kind.options) & SECRET_PARAMS, kind.name
+        assert {o for o in kind.options if o in SECRET_PARAMS} == set(kind.secret_options)
+        assert kind.capabilities.secrets_in_uri or not kind.secret_options
     assert [k.name for k in KINDS if k.capabilities.secrets_in_uri] == ["postgres", "mysql", "s3"]
 
 
@@ -252,7 +254,7 @@ def test_unknown_extension_names_closest(tmp_path: Path, name: str, message: str
             "postgres://u:pw@h/db?table=t&partiton_on=id",
             "unknown URI option 'partiton_on' (did you mean 'partition_on'?)",
         ),
-        ("mysql://u:pw@h/db?table=t&sslmode=x", "(options: table, partitions, partition_on)"),
+        ("mysql://u:pw@h/db?table=t&sslmode=x", "(options: table, partitions, partition_on,"),
     ],
 )
 def test_unknown_scheme_or_option_names_closest(uri: str, message: str) -> None:
@@ -309,6 +311,10 @@ def test_kinds_without_secrets_or_host_lend_nothing() -> None:
             "postgresql://app:p%40ss@[::1]:6432/ledger?sslmode=require",
         ),
         ("mysql://root@db.internal/shop?table=orders", "mysql://root@db.internal:3306/shop"),
+        (
+            "mysql://root@db/shop?table=orders&password=p%26w",  # the query form, as libpq has
+            "mysql://root:p%26w@db:3306/shop",
+        ),
     ],
 )
 def test_reader_url_keeps_credentials_host_and_driver_options(uri: str, url: str) -> None:

@@ -69,6 +69,7 @@ class SourceKind:
     schemes: tuple[str, ...] = ()  # URI schemes; none for local files
     extensions: tuple[str, ...] = ()  # file extensions (lower case, with the dot)
     options: tuple[str, ...] = ()  # URI options (?table=…, ?sheet=…)
+    secret_options: tuple[str, ...] = ()  # those of its options that hold a secret
     extra: Extra | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     example: str = ""
@@ -106,7 +107,7 @@ def _importable(module: str) -> bool:
         return False
 
 
-_SQL_OPTIONS = ("table", "partitions", "partition_on")
+_SQL_OPTIONS = ("table", "partitions", "partition_on", "password")
 _SQL_CAPABILITIES = Capabilities(
     filter_pushdown=True, partitioned_read=True, preview=True, schema_probe=True,
     secrets_in_uri=True,
@@ -156,6 +157,7 @@ KINDS: tuple[SourceKind, ...] = (
         connector="kalla.connectors.postgres:PostgresConnector",
         schemes=("postgres", "postgresql"),
         options=(*_SQL_OPTIONS, "sslmode"),
+        secret_options=("password",),
         extra=Extra("postgres", ("psycopg", "adbc_driver_postgresql")),
         capabilities=_SQL_CAPABILITIES,
         example="postgres://app:${PGPASSWORD}@db:5432/ledger?table=invoices",
@@ -167,6 +169,7 @@ KINDS: tuple[SourceKind, ...] = (
         connector="kalla.connectors.mysql:MySqlConnector",
         schemes=("mysql", "mariadb"),
         options=_SQL_OPTIONS,
+        secret_options=("password",),
         extra=Extra("mysql", ("pymysql", "connectorx")),
         capabilities=_SQL_CAPABILITIES,
         example="mysql://app:${MYSQL_PASSWORD}@db:3306/shop?table=orders",

@@ -77,8 +77,8 @@ class S3Connector(Connector):
         self.is_csv = self.key.lower().endswith(".csv")
         self._userinfo = userinfo if at else None  # resolved only when the object is fetched
         if self._userinfo is not None and ":" not in self._userinfo:
-            raise SourceError(
-                f"{self.label}: credentials in an S3 URI are ACCESS_KEY_ID:SECRET "
+            raise SourceError(  # not naming the URI: what stands before @ may be the secret
+                f"source '{alias}': credentials in an S3 URI are ACCESS_KEY_ID:SECRET "
                 "(s3://${KEY_ID}:${SECRET}@bucket/key), or leave them to AWS_* variables"
             )
         self._local: CsvConnector | ParquetConnector | None = None

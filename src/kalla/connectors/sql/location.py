@@ -1,6 +1,7 @@
 """A database URI's parts: which table, how to partition it, and how to connect.
 
-``postgres://user:pass@host:5432/db?table=[schema.]name&partitions=4&partition_on=id``. The
+``postgres://user:pass@host:5432/db?table=[schema.]name&partitions=4&partition_on=id``; the
+password may be given as ``?password=`` instead (as libpq allows). The
 URI is parsed first and each part's ``${ENV}`` references resolved after, so a secret may
 hold ``@`` or ``/``; what holds the password (``ConnectionInfo``, ``driver_url``) is never
 shown. Unknown options were refused by the registry before a connector is made.
@@ -72,15 +73,16 @@ def connection_info(
     database = resolved(parts.path.lstrip("/"))
     if not database:
         raise SourceError(f"{label}: the URI names no database (…/<db>?table=…)")
-    if parts.password == MASK:
+    query = parse_qs(parts.query, keep_blank_values=True)
+    password = parts.password if parts.password is not None else query.get("password", [None])[-1]
+    if password == MASK:
         raise SourceError(
             f"{label}: the password is *** (a redacted URI): write it as ${{ENV_NAME}} and "
             "set ENV_NAME where the source is read"
         )
-    query = parse_qs(parts.query, keep_blank_values=True)
     return ConnectionInfo(
         user=resolved(parts.username) if parts.username else None,
-        password=resolved(parts.password) if parts.password is not None else None,
+        password=resolved(password) if password is not None else None,
         host=resolved(raw_host(parts.netloc) or "localhost"),
         port=port,
         database=database,
