@@ -14,6 +14,7 @@ from kalla_test_services import Bucket, free_port
 from kalla.connectors import s3 as s3_connector
 from kalla.connectors import stage_source
 from kalla.errors import SourceError, SourceUnavailableError
+from kalla.secrets import redact_uri
 from kalla.settings import Settings
 
 SETTINGS = Settings()
@@ -153,6 +154,8 @@ def test_a_key_in_the_uri_is_used_resolved_late_and_never_shown(
     literal = uri.replace("s3://", "s3://kalla-test:Uri-Secret-93f1@", 1)
     staged = stage_source(literal, alias="k", settings=SETTINGS, staging_dir=tmp_path / "s")
     assert staged.row_count == 1 and staged.uri == uri.replace("s3://", "s3://kalla-test:***@")
+    with pytest.raises(SourceError, match=r"the secret is \*\*\* \(a redacted URI\)"):
+        stage_source(redact_uri(literal), alias="k", settings=SETTINGS, staging_dir=tmp_path)
     with pytest.raises(SourceError, match="ACCESS_KEY_ID:SECRET") as info:
         stage_source(uri.replace("s3://", "s3://Uri-Secret-93f1@", 1), alias="k", settings=SETTINGS)
     assert "Uri-Secret-93f1" not in str(info.value)

@@ -8,7 +8,8 @@ the same first steps and reads only the first rows. A connector implements ``col
 ``in_place``; optional capabilities are the mixins ``SupportsFilterPushdown``,
 ``SupportsPartitionedRead``, ``SupportsLimitedRead`` (a preview reads only its rows) and
 ``SupportsStreamedRead`` (a large source written batch by batch, in bounded memory).
-Connectors are given the ``Settings`` they use; they never read the global ones.
+Connectors are given the ``Settings`` they use; of this module, only ``write_parquet_atomic``
+still reads the global ones (its compression).
 """
 
 from __future__ import annotations

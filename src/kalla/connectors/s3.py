@@ -28,7 +28,7 @@ from kalla.connectors.base import Connector, Filter, Progress, staged_path
 from kalla.connectors.csv import CsvConnector
 from kalla.connectors.parquet import ParquetConnector
 from kalla.errors import SourceError, SourceUnavailableError
-from kalla.secrets import resolve_env
+from kalla.secrets import MASK, resolve_env
 from kalla.settings import Settings
 
 _PART_BYTES = 8 << 20  # ranged GET size; several run at once
@@ -183,6 +183,11 @@ class S3Connector(Connector):
         if self._userinfo is None:
             return None
         key_id, _, secret = self._userinfo.partition(":")
+        if secret == MASK:
+            raise SourceError(
+                f"{self.label}: the secret is *** (a redacted URI): write it as ${{ENV_NAME}} "
+                "and set ENV_NAME where the source is read"
+            )
         return (
             resolve_env(unquote(key_id), alias=self.alias),
             resolve_env(unquote(secret), alias=self.alias),
