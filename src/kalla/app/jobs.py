@@ -1,4 +1,4 @@
-"""Recipe version + run + registered sources → the JobRequest a worker runs.
+"""Recipe version + run + registered sources → the Job a runner runs.
 
 A persistent source in a recipe may carry a redacted URI (``postgres://app:***@db/ledger``,
 exactly what the API shows for a registered source): the password is taken from the
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kalla.app.storage import RunRow, SourceRow
 from kalla.errors import RecipeError
-from kalla.recipe import JobRequest, Recipe, RecipeSource, ResolvedSource, SourceType
+from kalla.recipe import Job, Recipe, RecipeSource, ResolvedSource, SourceType
 
 MASK = "***"
 _SCHEME_FAMILY = {"postgresql": "postgres", "mariadb": "mysql"}
@@ -62,9 +62,7 @@ def file_sources(recipe: Recipe) -> list[RecipeSource]:
     return [s for s in (recipe.sources.left, recipe.sources.right) if s.type is SourceType.FILE]
 
 
-def build_job(
-    run: RunRow, recipe: Recipe, registered: Sequence[SourceRow], *, callback_url: str
-) -> JobRequest:
+def build_job(run: RunRow, recipe: Recipe, registered: Sequence[SourceRow]) -> Job:
     uploads = run.uploads or {}
     resolved = []
     for source in (recipe.sources.left, recipe.sources.right):
@@ -75,9 +73,8 @@ def build_job(
         else:
             uri = resolve_uri(source.uri or "", source.alias, registered)
         resolved.append(ResolvedSource(alias=source.alias, uri=uri, filters=source.filters))
-    return JobRequest(
+    return Job(
         run_id=run.id,
-        callback_url=callback_url,
         match_sql=recipe.match_sql,
         passes=recipe.passes,
         cardinality=recipe.cardinality,
