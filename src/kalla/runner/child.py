@@ -48,13 +48,15 @@ from kalla.settings import Settings, get_settings
 log = logging.getLogger("kalla.runner")
 
 # Modules the forkserver imports before it forks anyone; a missing one is skipped. A child
-# also re-runs the service's main module (multiprocessing's rule): kalla.cli is preloaded so
-# that costs no imports.
+# also runs the service's main module again (multiprocessing's rule), kalla/cli.py: what it
+# imports is preloaded, so that costs no imports.
 PRELOAD = [
     "kalla.runner.child",
     "kalla.runner.probe",
     "kalla.runner.warm",
-    "kalla.cli",
+    "typer",
+    "rich.progress",
+    "rich.table",
     "kalla.connectors.csv",
     "kalla.connectors.parquet",
     "kalla.connectors.excel",
