@@ -28,6 +28,7 @@ import os
 import re
 import resource
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -189,6 +190,11 @@ def _child_main(spec: _Spec, events: Connection, control: Connection) -> None:
     else:
         channel.send(("result", result))
     events.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and reported: no interpreter teardown (freeing a large heap,
+    # waiting on a connector's leftover threads) between the answer and the exit.
+    os._exit(0)
 
 
 def _send_error(channel: Channel, error: KallaError) -> None:
@@ -266,8 +272,7 @@ def run_in_child(
                     logging.getLogger(message[2]).log(message[1], "%s", scrub(message[3]))
                 else:
                     answer = message
-                continue
-            if process.sentinel in ready:
+            elif process.sentinel in ready:
                 break
             if stop is None and should_stop is not None:
                 stop = should_stop()

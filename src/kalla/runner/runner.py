@@ -1,6 +1,7 @@
-"""``JobRunner``: the one job runner behind every transport (the HTTP worker, the app's
-embedded mode, NATS): a bounded queue, ``KALLA_WORKER_CONCURRENCY`` job threads, job
-records, cancellation, a shutdown drain and the last-resort error handling.
+"""``JobRunner``: the one job runner behind every transport (the HTTP worker and the app's
+embedded mode today; a NATS consumer would be one more): a bounded queue,
+``KALLA_WORKER_CONCURRENCY`` job threads, job records, cancellation, a shutdown drain and
+the last-resort error handling.
 
 A transport hands it a ``Job`` and an ``EventSink``; a job thread takes the job from the
 queue, runs it in a child process of its own (``child.run_in_child`` → ``job.run_job``) and

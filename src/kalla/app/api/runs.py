@@ -271,8 +271,8 @@ def read_run(run_id: UUID, session: SessionDep) -> RunPublic:
 def cancel_run(run_id: UUID, state: StateDep) -> RunPublic:
     """Cancel a queued or running run. It ends as ``cancelled`` at once; a job already
     running stops at its next checkpoint (within half a second while it reads a PostgreSQL
-    table, else after the file it reads or the pass it matches) and leaves no outputs. 409
-    when the run has already ended."""
+    table, else between files and passes), or is killed 3 s later, and leaves no outputs.
+    409 when the run has already ended."""
     key = str(run_id)
     if state.lifecycle.cancelled(key, "cancelled on request") is not Outcome.APPLIED:
         with state.db.session() as session:
