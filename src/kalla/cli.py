@@ -1,4 +1,4 @@
-"""``kalla`` command line: run | demo (serve, worker and bench join as they land)."""
+"""``kalla`` command line: run | demo | bench | worker | serve."""
 
 from __future__ import annotations
 

@@ -148,3 +148,27 @@ class UnavailableError(KallaError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+
+class JobCancelled(KallaError):
+    """The run was cancelled (on request or at shutdown) before it finished."""
+
+    status = 409
+    exit_code = 130
+    kind = "cancelled"
+
+
+class JobCrashedError(KallaError):
+    """The process a job ran in died (a signal, an abort) without reporting its end."""
+
+    status = 500
+    exit_code = 70
+    kind = "crashed"
+
+
+class JobTimeoutError(KallaError):
+    """The job ran past its time limit (``KALLA_JOB_TIMEOUT``) and was stopped."""
+
+    status = 504
+    exit_code = 124
+    kind = "timeout"

@@ -25,6 +25,14 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
+def format_size(n: int) -> str:
+    """Bytes as people read them: ``512 MiB``, ``2.5 GiB``, ``300 bytes``."""
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
 # Parquet codecs DataFusion writes, with the level range each takes (checked at start-up,
 # not at the first write).
 _CODEC = re.compile(r"(uncompressed|snappy|lz4|lz4_raw)|(gzip|brotli|zstd)\((\d+)\)")
@@ -67,6 +75,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=1, ge=1, alias="KALLA_WORKER_CONCURRENCY")
     worker_queue_size: int = Field(default=64, ge=0, alias="KALLA_WORKER_QUEUE_SIZE")
     worker_shutdown_grace: float = Field(default=20.0, ge=0, alias="KALLA_WORKER_SHUTDOWN_GRACE")
+    # each job's process: memory capped by the OS at KALLA_MEMORY_LIMIT + this (docs/worker.md)
+    job_memory_headroom: int = Field(default=2 * 1024**3, ge=0, alias="KALLA_JOB_MEMORY_HEADROOM")
+    job_timeout: float = Field(default=0.0, ge=0, alias="KALLA_JOB_TIMEOUT")  # seconds; 0: none
     callback_secret: SecretStr | None = Field(default=None, alias="KALLA_CALLBACK_SECRET")
     callback_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("localhost", "127.0.0.0/8", "::1"), alias="KALLA_CALLBACK_ALLOWED_HOSTS"
@@ -86,7 +97,7 @@ class Settings(BaseSettings):
     callback_max_age: float = Field(default=300.0, gt=0, alias="KALLA_CALLBACK_MAX_AGE")
     poll_interval: float = Field(default=15.0, gt=0, alias="KALLA_POLL_INTERVAL")
 
-    @field_validator("memory_limit", "max_upload_size", mode="before")
+    @field_validator("memory_limit", "max_upload_size", "job_memory_headroom", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value

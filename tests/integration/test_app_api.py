@@ -465,6 +465,30 @@ def test_failed_run_names_the_cause(app: App) -> None:
     _error(app.http.get("/api/runs/not-a-uuid"), 422)
 
 
+def test_an_upload_built_to_exhaust_its_reader_fails_alone(app: App, tmp_path: Path) -> None:
+    """A 5 KB XLSX with one cell at XFD1048576: its reader asks for 512 GiB. The file is
+    read in a child process capped by the OS, so the upload fails naming the cause and the
+    app serves the next run."""
+    openpyxl = pytest.importorskip("openpyxl")
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["invoice_id", "customer", "amount"])
+    sheet.append(["INV-00000", "Customer 0", 100])
+    sheet["XFD1048576"] = "x"
+    bomb = tmp_path / "invoices.xlsx"
+    workbook.save(bomb)
+    assert bomb.stat().st_size < 8 * 1024
+    _ok(app.http.post("/api/recipes", json=file_recipe("xlsx-bomb")), 201)
+    files = {"invoices": bomb, "payments": app.data / "payments.csv"}
+    error = _error(upload(app.http, "xlsx-bomb", files), 422)["error"]
+    assert error.startswith("upload for source 'invoices' (invoices.xlsx): "), error
+    assert "exceeded the memory limit of" in error, error
+    assert "an allocation of 512 GiB failed" in error, error
+    files = {"invoices": app.data / "invoices.csv", "payments": app.data / "payments.csv"}
+    run = wait_for_run(app.http, _ok(upload(app.http, "xlsx-bomb", files), 202)["id"])
+    assert run["status"] == "completed", run
+
+
 @pytest.mark.postgres
 def test_persistent_sources_run_from_json(app: App) -> None:
     """Both sides in PostgreSQL: a JSON run; the recipe's masked password comes from the

@@ -636,7 +636,7 @@ def test_queue_full_and_cancel(tmp_path: Path, receiver: Receiver) -> None:
         w.wait_status(running["run_id"], "running")
         queued = job(receiver)
         assert w.submit(queued).status_code == 200
-        assert w.status(queued["run_id"])["status"] == "accepted"
+        assert w.status(queued["run_id"])["status"] == "queued"
 
         full = w.submit(job(receiver))
         assert full.status_code == 503

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from kalla.errors import ConfigError, KallaError, OutputError, RecipeError
+from kalla.errors import ConfigError, JobCancelled, KallaError, OutputError, RecipeError
 from kalla.recipe.models import (
     CompletionCallback,
     ErrorCallback,
@@ -20,6 +20,9 @@ from kalla.recipe.models import (
     MatchingProgress,
     StagingProgress,
 )
+from kalla.runner import CancelToken, run_job
+from kalla.runner.job import confine
+from kalla.secrets import Scrubber
 from kalla.settings import Settings
 from kalla.worker.callbacks import (
     check_callback_url,
@@ -29,7 +32,6 @@ from kalla.worker.callbacks import (
     verify_signature,
 )
 from kalla.worker.http import create_worker_app, serve
-from kalla.worker.job import CancelToken, JobCancelled, Scrubber, confine, run_job
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "worker"
 DEFAULT_HOSTS = Settings().callback_allowed_hosts
@@ -352,7 +354,7 @@ def test_cancel_token_keeps_the_first_reason() -> None:
 
 
 def test_heartbeats_are_checkpoints_not_events() -> None:
-    from kalla.worker.job import _Reporter
+    from kalla.runner.job import _Reporter
 
     sink, cancel = Recorder(), CancelToken()
     report = _Reporter(_request(), sink, cancel)

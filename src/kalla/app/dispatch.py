@@ -1,10 +1,13 @@
-"""Getting runs executed: in-process (embedded, the default) or by a worker over HTTP.
+"""Getting runs executed: by this app's own job runner (embedded, the default) or by a
+worker over HTTP.
 
-Both dispatchers build the JobRequest from the store when a run is submitted, so a run
-believed in flight when the app starts can be settled or resubmitted the same way:
+Both dispatchers build the Job from the store when a run is submitted, so a run believed in
+flight when the app starts can be settled or resubmitted the same way:
 
-* embedded: the previous process died with the run; outputs already written (their manifest
-  is there) complete it, otherwise it is resubmitted, up to ``MAX_ATTEMPTS`` in all.
+* embedded: ``kalla.runner.JobRunner`` runs each job in a child process and reports through
+  ``LifecycleSink``, straight into the store. A run the previous app process died with is
+  completed from its outputs when they are all there (their manifest), otherwise submitted
+  again, up to ``MAX_ATTEMPTS`` in all.
 * single mode (``WORKER_URL``): the worker is asked (``GET /api/jobs/{run_id}``) at start and
   then every ``KALLA_POLL_INTERVAL`` seconds for runs that went quiet; a job the worker does
   not know is resubmitted, a finished one is settled from its status or its manifest.
@@ -12,8 +15,8 @@ believed in flight when the app starts can be settled or resubmitted the same wa
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -23,19 +26,21 @@ from uuid import UUID
 import httpx
 
 from kalla.app.jobs import build_job
-from kalla.app.lifecycle import IN_FLIGHT, Lifecycle, Outcome, RunStatus, scrub
+from kalla.app.lifecycle import IN_FLIGHT, Lifecycle, Outcome, scrub
 from kalla.app.storage import Database, RecipeVersionRow, RunRepository, RunRow, SourceRepository
 from kalla.app.storage.models import utcnow
 from kalla.connectors import redact_uri
-from kalla.errors import KallaError
+from kalla.errors import ConflictError, KallaError, NotFoundError
 from kalla.recipe import (
     CompletionCallback,
     ErrorCallback,
-    JobRequest,
+    Job,
     MatchingProgress,
     Recipe,
     StagingProgress,
 )
+from kalla.runner import JobRunner, JobStatus
+from kalla.runner.job import remove_partial_outputs
 from kalla.settings import Settings
 
 log = logging.getLogger("kalla.app.dispatch")
@@ -122,7 +127,7 @@ class Dispatcher:
 
     # ---- machinery ----------------------------------------------------------------------
 
-    def _prepare(self, run_id: str) -> JobRequest:
+    def _prepare(self, run_id: str) -> Job:
         with self.db.session() as session:
             runs = RunRepository(session)
             run = runs.get(run_id, for_update=True)
@@ -132,32 +137,34 @@ class Dispatcher:
             assert version is not None
             recipe = Recipe.model_validate(version.body)
             registered = SourceRepository(session).all()
-            job = build_job(
-                run,
-                recipe,
-                registered,
-                callback_url=f"{app_url(self.settings)}/api/runs/{run.id}/callback",
-            )
+            job = build_job(run, recipe, registered)
             run.attempts += 1
             run.mode = self.mode
-            run.status = RunStatus.QUEUED.value if run.status != "running" else run.status
+            if run.status != JobStatus.RUNNING:
+                run.status = JobStatus.QUEUED.value
             runs.touch(run)
             runs.add_event(run.id, "dispatched", {"mode": self.mode, "attempt": run.attempts})
         return job
 
-    def _send(self, job: JobRequest) -> None:
+    def _send(self, job: Job) -> None:
         raise NotImplementedError
 
 
 # --- embedded -------------------------------------------------------------------------------
 
 
-class _EmbeddedEvents:
-    """run_job's events straight into the store."""
+class LifecycleSink:
+    """The embedded mode's EventSink: a job's events straight into its run's lifecycle."""
 
-    def __init__(self, dispatcher: EmbeddedDispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.lifecycle = dispatcher.lifecycle
+    def __init__(self, lifecycle: Lifecycle, runner: JobRunner) -> None:
+        self.lifecycle = lifecycle
+        self.runner = runner
+
+    def may_start(self, job: Job) -> bool:
+        """Only a run still in flight starts (not one cancelled while it waited); what an
+        interrupted earlier attempt left half-written goes first."""
+        remove_partial_outputs(Path(job.output_path))
+        return self.lifecycle.started(str(job.run_id)) is Outcome.APPLIED
 
     def staging(self, event: StagingProgress) -> None:
         self.lifecycle.staging(event)
@@ -169,7 +176,7 @@ class _EmbeddedEvents:
         self.lifecycle.completed(event)
 
     def failed(self, event: ErrorCallback, error: KallaError) -> None:
-        if self.dispatcher.stopping.is_set() and error.kind == "cancelled":
+        if self.runner.stopping and error.kind == "cancelled":
             # stopped by the app's shutdown: left in flight, resubmitted on the next start
             log.info("run %s interrupted by shutdown; it resumes on the next start", event.run_id)
             return
@@ -177,34 +184,22 @@ class _EmbeddedEvents:
 
 
 class EmbeddedDispatcher(Dispatcher):
-    """Runs jobs on threads of this process through the worker's ``run_job``."""
+    """Runs jobs on this app's own ``JobRunner``, each in a child process."""
 
     mode = "embedded"
 
     def __init__(self, db: Database, lifecycle: Lifecycle, settings: Settings) -> None:
         super().__init__(db, lifecycle, settings)
-        self.stopping = threading.Event()
-        self._queue: queue.Queue[JobRequest | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._tokens: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self.runner = JobRunner(settings, name="the app")
+        self.sink = LifecycleSink(lifecycle, self.runner)
 
     def start(self) -> None:
-        for i in range(max(1, self.settings.worker_concurrency)):
-            thread = threading.Thread(target=self._loop, name=f"kalla-run-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.runner.start()
         super().start()
 
     def stop(self) -> None:
-        self.stopping.set()
-        with self._lock:
-            for token in self._tokens.values():
-                token.cancel("the app is shutting down")
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=self.settings.worker_shutdown_grace)
+        """Running jobs are stopped at once; their runs resume on the next start."""
+        self.runner.shutdown(grace=0)
 
     def _recover_one(self, run_id: str, attempts: int, status: str, mode: str) -> None:
         if self.lifecycle.settle_from_manifest(run_id):
@@ -212,41 +207,15 @@ class EmbeddedDispatcher(Dispatcher):
             return
         self._resubmit_or_fail(run_id, attempts, "the run was interrupted (the app stopped)")
 
-    def _send(self, job: JobRequest) -> None:
-        self._queue.put(job)
+    def _send(self, job: Job) -> None:
+        try:
+            self.runner.submit(job, self.sink)
+        except KallaError as exc:  # refused (queue full, a path out of bounds): the run fails
+            self.lifecycle.failed(ErrorCallback(run_id=job.run_id, error=exc.message))
 
     def cancel(self, run_id: str) -> None:
-        # a queued job is skipped when its turn comes (its run is no longer in flight)
-        with self._lock:
-            token = self._tokens.get(run_id)
-        if token is not None:
-            token.cancel("run cancelled on request")
-
-    def _loop(self) -> None:
-        from kalla.worker.job import CancelToken, remove_partial_outputs, run_job
-
-        while True:
-            job = self._queue.get()
-            if job is None or self.stopping.is_set():
-                return
-            run_id = str(job.run_id)
-            token = CancelToken()
-            with self._lock:
-                self._tokens[run_id] = token
-            try:
-                if self.lifecycle.started(run_id) is not Outcome.APPLIED:
-                    continue  # cancelled while it waited
-                remove_partial_outputs(Path(job.output_path))
-                run_job(job, _EmbeddedEvents(self), settings=self.settings, cancel=token)
-            except Exception as exc:  # run_job reports failures itself; this is a bug
-                log.exception("embedded run %s crashed", run_id)
-                if not self.stopping.is_set():
-                    self.lifecycle.failed(
-                        ErrorCallback(run_id=job.run_id, error=f"internal error: {exc!r}"[:500])
-                    )
-            finally:
-                with self._lock:
-                    self._tokens.pop(run_id, None)
+        with contextlib.suppress(NotFoundError, ConflictError):  # not ours, or it has ended
+            self.runner.cancel(UUID(run_id))
 
 
 # --- single mode ----------------------------------------------------------------------------
@@ -282,10 +251,15 @@ class WorkerDispatcher(Dispatcher):
             self._poller.join(timeout=5)
         self.client.close()
 
-    def _send(self, job: JobRequest) -> None:
-        run_id = UUID(str(job.run_id))
+    def callback_url(self, run_id: UUID) -> str:
+        """Where the worker reports this run's events (``KALLA_APP_URL``)."""
+        return f"{app_url(self.settings)}/api/runs/{run_id}/callback"
+
+    def _send(self, job: Job) -> None:
+        run_id = job.run_id
+        request = {**job.to_dict(), "callback_url": self.callback_url(run_id)}
         try:
-            response = self.client.post(f"{self.worker_url}/api/jobs", json=job.to_dict())
+            response = self.client.post(f"{self.worker_url}/api/jobs", json=request)
         except httpx.HTTPError as exc:
             self.lifecycle.failed(
                 ErrorCallback(
@@ -330,7 +304,7 @@ class WorkerDispatcher(Dispatcher):
         with self.db.session() as session:
             runs = RunRepository(session)
             run = runs.get(run_id, for_update=True)
-            if run is not None and run.status == RunStatus.QUEUED.value:
+            if run is not None and run.status == JobStatus.QUEUED:
                 run.attempts = max(0, run.attempts - 1)
                 runs.add_event(run_id, "deferred", {"reason": why})
 
@@ -387,8 +361,12 @@ class WorkerDispatcher(Dispatcher):
         self._settle(run_id, body if isinstance(body, dict) else {})
 
     def _settle(self, run_id: str, body: dict[str, Any]) -> None:
-        state = str(body.get("status", "")).lower()
-        if state in ("completed", "complete", "succeeded", "done"):
+        try:
+            state = JobStatus(str(body.get("status")))
+        except ValueError:
+            log.warning("run %s: the worker answered an unknown status", run_id)
+            return
+        if state is JobStatus.COMPLETED:
             if not self.lifecycle.settle_from_manifest(run_id):
                 result = body.get("result") or body.get("completion")
                 if isinstance(result, dict):
@@ -396,8 +374,8 @@ class WorkerDispatcher(Dispatcher):
                         self.lifecycle.completed(CompletionCallback.model_validate(result))
                     except ValueError:
                         log.warning("run %s: worker says completed, no outputs found", run_id)
-        elif state in ("failed", "error", "cancelled"):
-            error = body.get("error") or f"the worker reports the run {state}"
+        elif state in (JobStatus.FAILED, JobStatus.CANCELLED):
+            error = body.get("error") or f"the worker reports the run {state.value}"
             self.lifecycle.failed(ErrorCallback(run_id=UUID(run_id), error=scrub(str(error))))
 
 

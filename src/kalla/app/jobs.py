@@ -1,4 +1,4 @@
-"""Recipe version + run + registered sources → the JobRequest a worker runs.
+"""Recipe version + run + registered sources → the Job a runner runs.
 
 A persistent source in a recipe may carry a masked secret (``postgres://app:***@db/ledger``:
 exactly what the API shows, and how a recipe with a literal password is stored). When the job
@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 from kalla.app.storage import RunRow, SourceRow
 from kalla.connectors.registry import same_server
 from kalla.errors import RecipeError
-from kalla.recipe import JobRequest, Recipe, RecipeSource, ResolvedSource
+from kalla.recipe import Job, Recipe, RecipeSource, ResolvedSource
 from kalla.secrets import MASK, SECRET_PARAMS, has_masked_secret
 
 
@@ -75,9 +75,7 @@ def file_sources(recipe: Recipe) -> list[RecipeSource]:
     return [s for s in (recipe.sources.left, recipe.sources.right) if s.is_file]
 
 
-def build_job(
-    run: RunRow, recipe: Recipe, registered: Sequence[SourceRow], *, callback_url: str
-) -> JobRequest:
+def build_job(run: RunRow, recipe: Recipe, registered: Sequence[SourceRow]) -> Job:
     uploads = run.uploads or {}
     resolved = []
     for source in (recipe.sources.left, recipe.sources.right):
@@ -88,9 +86,8 @@ def build_job(
         else:
             uri = resolve_uri(source.uri or "", source.alias, registered)
         resolved.append(ResolvedSource(alias=source.alias, uri=uri, filters=source.filters))
-    return JobRequest(
+    return Job(
         run_id=run.id,
-        callback_url=callback_url,
         match_sql=recipe.match_sql,
         passes=recipe.passes,
         cardinality=recipe.cardinality,

@@ -22,21 +22,14 @@ from kalla.app.storage.models import utcnow
 from kalla.errors import NotFoundError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.recipe import CompletionCallback, ErrorCallback, MatchingProgress, StagingProgress
+from kalla.runner import JobStatus
 from kalla.secrets import scrub
 
 log = logging.getLogger("kalla.app.runs")
 
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-IN_FLIGHT = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
-TERMINAL = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+# The runner's vocabulary, as the strings the store keeps.
+IN_FLIGHT = tuple(s.value for s in JobStatus if not s.finished)
+TERMINAL = tuple(s.value for s in JobStatus if s.finished)
 
 
 class Outcome(StrEnum):
@@ -71,7 +64,7 @@ class Lifecycle:
         """IGNORED when the run ended while it waited (cancelled): do not start its job."""
 
         def mutate(run: RunRow) -> None:
-            run.status = RunStatus.RUNNING.value
+            run.status = JobStatus.RUNNING.value
             run.stage = "staging"
             run.started_at = run.started_at or utcnow()
 
@@ -83,7 +76,7 @@ class Lifecycle:
         def mutate(run: RunRow, recipe: RecipeVersionRow | None = None) -> None:
             left = _left_alias(recipe)
             low, high = _STAGING_LEFT if event.source == left else _STAGING_RIGHT
-            run.status = RunStatus.RUNNING.value
+            run.status = JobStatus.RUNNING.value
             run.started_at = run.started_at or utcnow()
             if run.stage in ("queued", "staging"):
                 run.stage = "staging"
@@ -94,7 +87,7 @@ class Lifecycle:
     def matching(self, event: MatchingProgress, *, digest: str | None = None) -> Outcome:
         def mutate(run: RunRow) -> None:
             low, high = _MATCHING
-            run.status = RunStatus.RUNNING.value
+            run.status = JobStatus.RUNNING.value
             run.started_at = run.started_at or utcnow()
             run.stage = "matching"
             run.progress = max(run.progress, low + (high - low) * event.progress * 0.99)
@@ -107,7 +100,7 @@ class Lifecycle:
         def mutate(run: RunRow) -> None:
             manifest = read_manifest(run.output_path)
             counts = (manifest or {}).get("counts", {})
-            run.status = RunStatus.COMPLETED.value
+            run.status = JobStatus.COMPLETED.value
             run.stage = "done"
             run.progress = 1.0
             run.matched_count = event.matched_count
@@ -131,14 +124,14 @@ class Lifecycle:
     def failed(self, event: ErrorCallback, *, digest: str | None = None) -> Outcome:
         message = scrub(event.error)
         payload = {"run_id": str(event.run_id), "error": message}
-        outcome = self._end(str(event.run_id), RunStatus.FAILED, message, payload, digest)
+        outcome = self._end(str(event.run_id), JobStatus.FAILED, message, payload, digest)
         if outcome is Outcome.APPLIED:
             log.warning("run %s failed: %s", event.run_id, message)
         return outcome
 
     def cancelled(self, run_id: str, reason: str) -> Outcome:
         """End a queued or running run now; IGNORED when it had already ended."""
-        outcome = self._end(run_id, RunStatus.CANCELLED, reason, {"reason": reason}, None)
+        outcome = self._end(run_id, JobStatus.CANCELLED, reason, {"reason": reason}, None)
         if outcome is Outcome.APPLIED:
             log.info("run %s cancelled: %s", run_id, reason)
         return outcome
@@ -162,7 +155,7 @@ class Lifecycle:
                     "ambiguous_right_count": counts.get("ambiguous_right_count"),
                     "output_paths": {
                         name: str(Path(run.output_path) / f"{name}.parquet")
-                        for name in OUTPUT_NAMES[:3]
+                        for name in OUTPUT_NAMES[:3]  # ambiguous.parquet exists only sometimes
                     },
                 }
             )
@@ -209,7 +202,7 @@ class Lifecycle:
     def _end(
         self,
         run_id: str,
-        status: RunStatus,
+        status: JobStatus,
         message: str,
         payload: dict[str, Any],
         digest: str | None,
@@ -231,7 +224,7 @@ class Lifecycle:
         """A job that finished after its run was cancelled: its outputs are not results."""
         with self.db.session() as session:
             run = RunRepository(session).get(run_id)
-            output = run.output_path if run and run.status == RunStatus.CANCELLED else None
+            output = run.output_path if run and run.status == JobStatus.CANCELLED else None
         if output:
             shutil.rmtree(output, ignore_errors=True)
 

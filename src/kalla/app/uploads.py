@@ -2,6 +2,7 @@
 
 Nothing is buffered whole in memory or spooled elsewhere first; a file over the size cap
 stops the upload with 413 as soon as the cap is crossed, and whatever was written is removed.
+The file itself is only ever parsed in a child process (``check_upload_schema``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from starlette.requests import Request
 
 from kalla.app.errors import BadRequestError
 from kalla.connectors.base import check_expected_columns
-from kalla.connectors.registry import FILE_EXTENSIONS, connector_for
+from kalla.connectors.registry import FILE_EXTENSIONS
 from kalla.errors import KallaError, PayloadTooLargeError, SourceError
-from kalla.settings import get_settings
+from kalla.runner.probe import source_columns
+from kalla.settings import Settings, format_size
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
@@ -38,13 +40,6 @@ class SavedFile:
 class RunForm:
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, SavedFile] = field(default_factory=dict)
-
-
-def human_size(n: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}".replace(".0 ", " ")
-    return f"{n} bytes"
 
 
 class _Receiver:
@@ -129,7 +124,7 @@ class _Receiver:
             if self._file.size > self.max_file_bytes:
                 raise PayloadTooLargeError(
                     f"upload for source '{self._file.alias}' is larger than the "
-                    f"{human_size(self.max_file_bytes)} limit (KALLA_MAX_UPLOAD_SIZE)"
+                    f"{format_size(self.max_file_bytes)} limit (KALLA_MAX_UPLOAD_SIZE)"
                 )
             self._handle.write(data[start:end])
         else:
@@ -161,8 +156,8 @@ async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> 
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > budget:
         raise PayloadTooLargeError(
-            f"upload of {human_size(int(length))} is larger than the limit for a run "
-            f"(two files of at most {human_size(max_file_bytes)}, KALLA_MAX_UPLOAD_SIZE)"
+            f"upload of {format_size(int(length))} is larger than the limit for a run "
+            f"(two files of at most {format_size(max_file_bytes)}, KALLA_MAX_UPLOAD_SIZE)"
         )
     receiver = _Receiver(dest, max_file_bytes)
     try:
@@ -183,17 +178,20 @@ async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> 
     return receiver.form
 
 
-def check_upload_schema(saved: SavedFile, expected: list[str] | None) -> None:
-    """The uploaded file has every column the recipe's ``schema`` names (extra ones are fine)."""
+def check_upload_schema(saved: SavedFile, expected: list[str] | None, settings: Settings) -> None:
+    """The uploaded file has every column the recipe's ``schema`` names (extra ones are fine).
+
+    The file is read in a child process capped like a job's: a file built to crash or
+    exhaust its reader (an XLSX claiming a cell at XFD1048576) fails this upload, not the app.
+    """
+    label = f"upload for source '{saved.alias}' ({saved.filename})"
     try:
-        connector = connector_for(str(saved.path), alias=saved.alias, settings=get_settings())
-        columns = connector.columns()
+        columns = source_columns(
+            str(saved.path), alias=saved.alias, settings=settings, what="the process reading it"
+        )
     except KallaError as exc:
-        raise SourceError(f"upload for source '{saved.alias}' ({saved.filename}): {exc}") from None
+        raise SourceError(f"{label}: {exc.message}") from None
     except Exception as exc:
-        raise SourceError(
-            f"upload for source '{saved.alias}' ({saved.filename}) cannot be read: "
-            f"{type(exc).__name__}"
-        ) from None
+        raise SourceError(f"{label} cannot be read: {type(exc).__name__}") from None
     if expected:
         check_expected_columns(columns, expected, alias=saved.alias, uri=saved.filename)

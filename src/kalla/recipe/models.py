@@ -230,17 +230,17 @@ class ResolvedSource(Frozen):
     _alias = field_validator("alias")(_check_alias)
 
 
-class JobRequest(MatchSpec):
-    """The payload of ``POST /api/jobs``; ``sources[0]`` is the left side, ``[1]`` the right."""
+class Job(MatchSpec):
+    """What a job runner runs, whatever the transport: ``sources[0]`` is the left side,
+    ``[1]`` the right."""
 
     run_id: UUID
-    callback_url: str
     sources: list[ResolvedSource] = Field(min_length=2, max_length=2)
     output_path: str = Field(min_length=1)
     primary_keys: dict[str, list[str]]
 
     @model_validator(mode="after")
-    def _keys_for_each_source(self) -> JobRequest:
+    def _keys_for_each_source(self) -> Job:
         aliases = [s.alias for s in self.sources]
         if aliases[0] == aliases[1]:
             raise ValueError(f"both sources share the alias '{aliases[0]}'")
@@ -257,6 +257,16 @@ class JobRequest(MatchSpec):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class JobRequest(Job):
+    """The payload of ``POST /api/jobs`` (seed 002): a job and where its events go."""
+
+    callback_url: str
+
+    def job(self) -> Job:
+        """The job alone, as the runner takes it (``callback_url`` stays with the transport)."""
+        return Job.model_validate(self.model_dump(exclude={"callback_url"}))
 
 
 # --- callback payloads (seed 002) -------------------------------------------------------

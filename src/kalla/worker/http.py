@@ -1,18 +1,19 @@
 """The worker's HTTP transport (seed 002's runner API) and ``kalla worker``'s server.
 
-Routes only move jobs in and status out; ``WorkerService`` owns the queue and the threads,
-``run_job`` the work. Every KallaError becomes ``{"error": …, "kind": …, "problems": […]}``
-with the error's HTTP status, in one handler.
+Routes only move jobs in and status out: ``kalla.runner.JobRunner`` owns the queue, the
+job processes and cancellation; ``CallbackSink`` sends a job's events to its
+``callback_url``, which belongs to this transport, not to the job. Every KallaError becomes
+``{"error": …, "kind": …, "problems": […]}`` with the error's HTTP status, in one handler.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from uuid import UUID
@@ -25,27 +26,95 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from kalla import __version__
 from kalla.errors import ConfigError, KallaError, RecipeError
-from kalla.recipe.models import JobRequest
+from kalla.recipe.models import (
+    CompletionCallback,
+    ErrorCallback,
+    JobRequest,
+    MatchingProgress,
+    StagingProgress,
+)
 from kalla.recipe.parse import describe_errors
+from kalla.runner import JobRunner, JobStatus
 from kalla.settings import Settings, get_settings, is_loopback
-from kalla.worker.metrics import CONTENT_TYPE
-from kalla.worker.service import JobState, WorkerService
+from kalla.worker.callbacks import CallbackChannel, CallbackSender, check_callback_url
+from kalla.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger("kalla.worker")
 
+CALLBACK_FLUSH = 5.0  # seconds final callbacks get to go out at shutdown
 
-def create_worker_app(
-    settings: Settings | None = None, *, service: WorkerService | None = None
-) -> FastAPI:
-    """The worker's FastAPI app; its service starts and drains with the app's lifespan."""
+
+class CallbackSink:
+    """One job's events as signed callbacks to its ``callback_url`` (an EventSink)."""
+
+    def __init__(self, channel: CallbackChannel) -> None:
+        self.channel = channel
+
+    def staging(self, event: StagingProgress) -> None:
+        self.channel.send("progress", event)
+
+    def matching(self, event: MatchingProgress) -> None:
+        self.channel.send("progress", event)
+
+    def completed(self, event: CompletionCallback) -> None:
+        self.channel.send("complete", event, final=True)
+
+    def failed(self, event: ErrorCallback, error: KallaError) -> None:
+        self.channel.send("error", event, final=True)
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"callbacks": self.channel.stats()}
+
+
+class Worker:
+    """The HTTP transport's parts: the runner, the callback sender, the metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics()
+        self.runner = JobRunner(settings, name="the worker", observer=self.metrics)
+        secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
+        self.sender = CallbackSender(
+            secret=secret,
+            retry_seconds=settings.callback_retry_seconds,
+            timeout=settings.callback_timeout,
+            observer=self.metrics,
+        )
+        self.metrics.track(lambda: self.runner.queued, lambda: self.runner.running)
+
+    def submit(self, request: JobRequest) -> dict[str, Any]:
+        problems = check_callback_url(request.callback_url, self.settings.callback_allowed_hosts)
+        sink = CallbackSink(self.sender.channel(request.run_id, request.callback_url))
+        view, created = self.runner.submit(request.job(), sink, problems=problems)
+        return {"run_id": view["run_id"], "status": "accepted" if created else view["status"]}
+
+    def readiness(self) -> list[str]:
+        reasons = self.runner.readiness()
+        for name, root in (
+            ("staging root", self.settings.staging_path),
+            ("output root", self.settings.output_root),
+        ):
+            if not Path(root).is_dir() or not os.access(root, os.W_OK | os.X_OK):
+                reasons.append(f"{name} {root} is not a writable directory")
+        return reasons
+
+    def shutdown(self) -> None:
+        """Drain the runner, then give the last callbacks time to go out."""
+        self.runner.shutdown()
+        self.sender.close(wait=CALLBACK_FLUSH)
+
+
+def create_worker_app(settings: Settings | None = None) -> FastAPI:
+    """The worker's FastAPI app; its runner starts and drains with the app's lifespan."""
     settings = settings or get_settings()
-    service = service or WorkerService(settings)
+    worker = Worker(settings)
+    runner = worker.runner
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        runner.start()
         yield
-        await anyio.to_thread.run_sync(service.shutdown)
+        await anyio.to_thread.run_sync(worker.shutdown)
 
     app = FastAPI(
         title="Kalla worker",
@@ -53,7 +122,7 @@ def create_worker_app(
         summary="Runs reconciliation jobs; reports by signed callbacks (docs/worker.md).",
         lifespan=lifespan,
     )
-    app.state.service = service
+    app.state.worker = worker
 
     @app.exception_handler(KallaError)
     async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:
@@ -62,7 +131,7 @@ def create_worker_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.method == "POST":
-            service.metrics.rejected.labels("invalid").inc()
+            worker.metrics.rejected("invalid")
         problems = describe_errors(exc.errors())
         error = RecipeError(f"invalid job request ({len(problems)} problem(s))", problems=problems)
         return JSONResponse(error.to_dict(), status_code=error.status)
@@ -75,7 +144,7 @@ def create_worker_app(
     @app.get("/ready", response_class=PlainTextResponse)
     def ready() -> PlainTextResponse:
         """200 when a job would be accepted now; 503 with the reasons otherwise."""
-        reasons = service.readiness()
+        reasons = worker.readiness()
         if reasons:
             return PlainTextResponse(f"not ready: {'; '.join(reasons)}\n", status_code=503)
         return PlainTextResponse("ready\n")
@@ -83,24 +152,23 @@ def create_worker_app(
     @app.get("/metrics")
     def metrics() -> Response:
         """Prometheus text exposition."""
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(worker.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/api/jobs")
     def submit_job(job: JobRequest) -> dict[str, str]:
         """Queue a job: ``{"run_id", "status": "accepted"}``; a known run_id: its status."""
-        view, _created = service.submit(job)
-        return {"run_id": view["run_id"], "status": view["status"]}
+        return worker.submit(job)
 
     @app.get("/api/jobs/{run_id}")
     def job_status(run_id: UUID) -> dict[str, Any]:
         """Status, stage, progress, counts and error of a job this worker knows."""
-        return service.get(run_id)
+        return runner.get(run_id)
 
     @app.delete("/api/jobs/{run_id}")
     def cancel_job(run_id: UUID) -> JSONResponse:
         """Cancel: a queued job at once (200), a running one at its next checkpoint (202)."""
-        view = service.cancel(run_id)
-        code = 202 if view["status"] == JobState.RUNNING else 200
+        view = runner.cancel(run_id)
+        code = 202 if view["status"] == JobStatus.RUNNING else 200
         return JSONResponse(view, status_code=code)
 
     return app
@@ -110,13 +178,13 @@ def create_worker_app(
 
 
 class _DrainingServer(uvicorn.Server):
-    """SIGTERM/SIGINT: stop taking jobs, let the running one finish (or cancel it past the
-    grace period), flush callbacks, then stop serving and exit 0. A second signal cancels
+    """SIGTERM/SIGINT: stop taking jobs, let the running one finish (or stop it past the
+    grace period), flush callbacks, then stop serving and exit 0. A second signal stops
     running jobs at once."""
 
-    def __init__(self, config: uvicorn.Config, service: WorkerService) -> None:
+    def __init__(self, config: uvicorn.Config, worker: Worker) -> None:
         super().__init__(config)
-        self.service = service
+        self.worker = worker
         self.drain: threading.Thread | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -128,11 +196,11 @@ class _DrainingServer(uvicorn.Server):
             self.drain.start()
         else:
             log.info("signal %d again: cancelling running jobs", sig)
-            self.service.cancel_running("run cancelled: the worker was stopped")
+            self.worker.runner.cancel_running("run cancelled: the worker was stopped")
 
     def _drain(self) -> None:
         try:
-            self.service.shutdown()
+            self.worker.shutdown()
         finally:
             self.should_exit = True
 
@@ -164,7 +232,6 @@ def serve(
     if settings.callback_secret is None:
         log.warning("KALLA_CALLBACK_SECRET is not set: callbacks go out unsigned")
     app = create_worker_app(settings)
-    service: WorkerService = app.state.service
     config = uvicorn.Config(
         app,
         host=host,
@@ -174,16 +241,6 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = _DrainingServer(config, service)
+    server = _DrainingServer(config, app.state.worker)
     server.run()
-    if not server.started:
-        return 1
-    if service.threads_alive():
-        # A job stuck in native code past grace + cancel wait: its partial outputs are
-        # removed already; do not let interpreter shutdown wait on (or crash in) it.
-        log.error("a job thread did not stop; exiting anyway")
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    return 0 if server.started else 1

@@ -1,8 +1,13 @@
-"""The worker's Prometheus metrics, in a registry of its own (one per app, not global)."""
+"""The worker's Prometheus metrics, in a registry of its own (one per app, not global).
+
+``WorkerMetrics`` observes the job runner (``RunnerObserver``) and the callback sender
+(``CallbackObserver``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,6 +21,9 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+if TYPE_CHECKING:
+    from kalla.runner import JobRecord
+
 
 class WorkerMetrics:
     """Counters, gauges and histograms the worker updates; ``render()`` is ``/metrics``."""
@@ -26,7 +34,7 @@ class WorkerMetrics:
         self.jobs = Counter(
             "kalla_worker_jobs", "Jobs finished, by outcome.", ["outcome"], registry=r
         )
-        self.rejected = Counter(
+        self.rejected_jobs = Counter(
             "kalla_worker_jobs_rejected",
             "Job submissions refused, by reason.",
             ["reason"],
@@ -75,7 +83,7 @@ class WorkerMetrics:
             self.jobs.labels(outcome)
             self.job_seconds.labels(outcome)
         for reason in REJECTIONS:
-            self.rejected.labels(reason)
+            self.rejected_jobs.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         for side in ("left", "right"):
@@ -86,9 +94,28 @@ class WorkerMetrics:
                 self.callback_attempts.labels(event, result)
 
     def track(self, queue_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
-        """Read the two gauges from the service when scraped."""
+        """Read the two gauges from the runner when scraped."""
         self.queue_depth.set_function(queue_depth)
         self.in_flight.set_function(in_flight)
+
+    # RunnerObserver
+    def rejected(self, reason: str) -> None:
+        self.rejected_jobs.labels(reason).inc()
+
+    def stage_ended(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
+
+    def job_ended(self, record: JobRecord) -> None:
+        outcome = record.status.value
+        self.jobs.labels(outcome).inc()
+        if record.seconds is not None:
+            self.job_seconds.labels(outcome).observe(record.seconds)
+        if record.staged_rows is not None:
+            left, right = record.staged_rows
+            self.rows_staged.labels("left").inc(left)
+            self.rows_staged.labels("right").inc(right)
+        if record.result is not None:
+            self.rows_matched.inc(record.result.get("matched_count", 0))
 
     # CallbackObserver
     def callback_attempt(self, event: str, result: str) -> None:

@@ -15,7 +15,6 @@ from starlette.background import BackgroundTask
 from kalla.app.api.runs import get_run
 from kalla.app.deps import SessionDep, require_token
 from kalla.app.errors import BadRequestError
-from kalla.app.lifecycle import RunStatus
 from kalla.app.results import (
     FilterOperator,
     csv_chunks,
@@ -25,6 +24,7 @@ from kalla.app.results import (
 )
 from kalla.app.schemas import MAX_INT, ResultPage
 from kalla.errors import ConflictError, KallaError, NotFoundError
+from kalla.runner import JobStatus
 
 router = APIRouter(prefix="/api/runs", tags=["results"], dependencies=[Depends(require_token)])
 log = logging.getLogger("kalla.app.results")
@@ -84,7 +84,7 @@ def read_results(
     ``format=csv|xlsx|parquet`` downloads the whole output instead (sort and filter ignored).
     """
     run = get_run(session, run_id)
-    if run.status != RunStatus.COMPLETED.value:
+    if run.status != JobStatus.COMPLETED.value:
         raise ConflictError(f"run {run_id} is {run.status}; its results appear once it completes")
     path = Path(run.output_path) / f"{output.value}.parquet"
     if not path.is_file():

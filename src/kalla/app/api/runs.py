@@ -16,7 +16,7 @@ from kalla.app.api.recipes import find_version
 from kalla.app.deps import SessionDep, StateDep, require_token
 from kalla.app.errors import BadRequestError
 from kalla.app.jobs import file_sources, resolve_uri
-from kalla.app.lifecycle import Outcome, RunStatus
+from kalla.app.lifecycle import Outcome
 from kalla.app.openapi import json_body
 from kalla.app.schemas import (
     MAX_INT,
@@ -33,6 +33,8 @@ from kalla.errors import ConflictError, NotFoundError
 from kalla.evidence.output import OUTPUT_NAMES as OUTPUTS
 from kalla.recipe import Recipe
 from kalla.recipe.parse import describe_validation_error
+from kalla.runner import JobStatus
+from kalla.settings import Settings
 from kalla.suggest import did_you_mean
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], dependencies=[Depends(require_token)])
@@ -56,7 +58,7 @@ MULTIPART_SCHEMA = {
 def public(run: RunRow, *, with_manifest: bool = True) -> RunPublic:
     manifest = run.manifest or None
     results: dict[str, str] = {}
-    if run.status == RunStatus.COMPLETED.value:
+    if run.status == JobStatus.COMPLETED.value:
         produced = set((manifest or {}).get("outputs", {})) or set(OUTPUTS[:3])
         results = {
             name: f"/api/runs/{run.id}/results/{name}" for name in OUTPUTS if name in produced
@@ -180,13 +182,13 @@ def _create(state: StateDep, run_id: str, fields: dict[str, Any], form: RunForm)
         row = find_version(session, recipe_id, version)
         recipe = Recipe.model_validate(row.body)
         registered = SourceRepository(session).all()
-        _check_sources(recipe, form, registered)
+        _check_sources(recipe, form, registered, state.settings)
         run = RunRow(
             id=run_id,
             recipe_version_id=row.id,
             recipe_id=row.recipe_id,
             recipe_version=row.version,
-            status=RunStatus.QUEUED.value,
+            status=JobStatus.QUEUED.value,
             stage="queued",
             progress=0.0,
             mode=state.dispatcher.mode,
@@ -211,7 +213,7 @@ def _create(state: StateDep, run_id: str, fields: dict[str, Any], form: RunForm)
     return run
 
 
-def _check_sources(recipe: Recipe, form: RunForm, registered: Any) -> None:
+def _check_sources(recipe: Recipe, form: RunForm, registered: Any, settings: Settings) -> None:
     wanted = {s.alias: s for s in file_sources(recipe)}
     problems: list[str] = []
     for alias in form.files:
@@ -234,7 +236,7 @@ def _check_sources(recipe: Recipe, form: RunForm, registered: Any) -> None:
             f"the uploads do not fit recipe '{recipe.recipe_id}'", problems=problems
         )
     for alias, saved in form.files.items():
-        check_upload_schema(saved, wanted[alias].schema_)
+        check_upload_schema(saved, wanted[alias].schema_, settings)
     for source in (recipe.sources.left, recipe.sources.right):
         if not source.is_file:
             resolve_uri(source.uri or "", source.alias, registered)
@@ -244,7 +246,7 @@ def _check_sources(recipe: Recipe, form: RunForm, registered: Any) -> None:
 def list_runs(
     session: SessionDep,
     recipe_id: Annotated[str | None, Query(max_length=200)] = None,
-    status: RunStatus | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> Page[RunPublic]:
@@ -269,8 +271,8 @@ def read_run(run_id: UUID, session: SessionDep) -> RunPublic:
 def cancel_run(run_id: UUID, state: StateDep) -> RunPublic:
     """Cancel a queued or running run. It ends as ``cancelled`` at once; a job already
     running stops at its next checkpoint (within half a second while it reads a PostgreSQL
-    table, else after the file it reads or the pass it matches) and leaves no outputs. 409
-    when the run has already ended."""
+    table, else between files and passes), or is killed 3 s later, and leaves no outputs.
+    409 when the run has already ended."""
     key = str(run_id)
     if state.lifecycle.cancelled(key, "cancelled on request") is not Outcome.APPLIED:
         with state.db.session() as session:

@@ -1,8 +1,8 @@
-"""run_job(): one JobRequest from start to finish, knowing nothing of HTTP or NATS.
+"""run_job(): one Job from start to finish, knowing nothing of transports or processes.
 
-Every transport (the worker's HTTP API, the app's embedded worker, the NATS consumer) calls
-this same function and hands it a ``JobEvents`` sink; what the sink does with the events
-(callbacks, a database row, a log line) is the transport's business.
+``JobRunner`` calls it inside the job's own child process (``runner/child.py``), where its
+events go into the pipe back to the runner; tests and tools may call it in-process with any
+``EventSink`` sink.
 
 The flow is a short ordered list of steps, each a cancellation checkpoint:
 
@@ -25,51 +25,34 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from kalla import pipeline
 from kalla.connectors import redact_uri
 from kalla.engine import RunSummary
-from kalla.errors import KallaError, OutputError, RecipeError, SqlError
+from kalla.errors import JobCancelled, KallaError, OutputError, RecipeError, SqlError
+from kalla.evidence.output import OUTPUT_NAMES
 from kalla.recipe.models import (
     CompletionCallback,
     ErrorCallback,
-    JobRequest,
+    Job,
     MatchingProgress,
     OutputPaths,
     StagingProgress,
 )
 from kalla.recipe.sqltext import check_read_only, referenced_tables
+from kalla.runner.events import EventSink
+from kalla.runner.limits import out_of_memory
 from kalla.secrets import Scrubber
 from kalla.settings import Settings
 from kalla.suggest import did_you_mean
 
-log = logging.getLogger("kalla.worker")
+log = logging.getLogger("kalla.runner")
 
 STAGING_STEP = 0.1  # staging progress events at least this far apart (plus 0.0 and 1.0) …
 STAGING_INTERVAL = 2.0  # … or this many seconds apart, whichever comes first
-
-
-class JobEvents(Protocol):
-    """Where run_job reports; events arrive in order, from the thread running the job."""
-
-    def staging(self, event: StagingProgress) -> None: ...
-
-    def matching(self, event: MatchingProgress) -> None: ...
-
-    def completed(self, event: CompletionCallback) -> None: ...
-
-    def failed(self, event: ErrorCallback, error: KallaError) -> None: ...
-
-
-class JobCancelled(KallaError):
-    """The run was cancelled (on request or at shutdown) before it finished."""
-
-    status = 409
-    exit_code = 130
-    kind = "cancelled"
 
 
 class CancelToken(threading.Event):
@@ -106,12 +89,12 @@ def confine(path: str | Path, root: Path, *, what: str) -> Path:
     return resolved
 
 
-def output_dir_for(request: JobRequest, settings: Settings) -> Path:
+def output_dir_for(request: Job, settings: Settings) -> Path:
     """Where the run's outputs go: ``output_path`` confined under ``KALLA_OUTPUT_ROOT``."""
     return confine(request.output_path, settings.output_root, what="output_path")
 
 
-def check_local_sources(request: JobRequest, settings: Settings) -> None:
+def check_local_sources(request: Job, settings: Settings) -> None:
     """Local files a job names must lie under STAGING_PATH, KALLA_OUTPUT_ROOT or one of
     KALLA_SOURCE_ROOTS: a job API must not copy arbitrary files of this machine into outputs."""
     roots = [Path(r).resolve() for r in (settings.staging_path, settings.output_root)]
@@ -154,7 +137,7 @@ def remove_partial_outputs(output_dir: Path) -> None:
 # --- 2. check -----------------------------------------------------------------------------
 
 
-def check_sql(request: JobRequest) -> None:
+def check_sql(request: Job) -> None:
     """One read-only query per pass, reading only the two source aliases; all problems at once.
 
     The engine checks the same again (and DataFusion's SQLOptions refuse DDL/DML); checking
@@ -198,11 +181,9 @@ def _emit(action: Any, *args: Any) -> None:
 
 
 class _Reporter:
-    """Pipeline progress → JobEvents, throttled; every call is a cancellation checkpoint."""
+    """Pipeline progress → EventSink, throttled; every call is a cancellation checkpoint."""
 
-    def __init__(
-        self, request: JobRequest, events: JobEvents, cancel: threading.Event | None
-    ) -> None:
+    def __init__(self, request: Job, events: EventSink, cancel: threading.Event | None) -> None:
         self.run_id = request.run_id
         self.right_alias = request.sources[1].alias
         self.events = events
@@ -247,10 +228,10 @@ def _cancel_reason(cancel: threading.Event) -> str:
     return str(getattr(cancel, "reason", "run cancelled"))
 
 
-def manifest_recipe(request: JobRequest) -> dict[str, Any]:
+def manifest_recipe(request: Job) -> dict[str, Any]:
     """What the manifest records of the job: everything that decides the result, no secrets."""
     data = request.to_dict()
-    data.pop("callback_url", None)
+    data.pop("callback_url", None)  # a JobRequest's transport field: not the job's
     data["sources"] = [
         {**source, "uri": redact_uri(source["uri"])} for source in data.get("sources", [])
     ]
@@ -258,8 +239,8 @@ def manifest_recipe(request: JobRequest) -> dict[str, Any]:
 
 
 def run_job(
-    request: JobRequest,
-    events: JobEvents,
+    request: Job,
+    events: EventSink,
     *,
     settings: Settings,
     cancel: threading.Event | None = None,
@@ -302,7 +283,7 @@ def run_job(
             settings=settings,
         )
     except Exception as exc:
-        error = _as_kalla_error(exc, cancel, scrub)
+        error = _as_kalla_error(exc, cancel, scrub, settings)
         if output_dir is not None and isinstance(error, JobCancelled):
             remove_partial_outputs(output_dir)
         log.warning("run %s %s: %s", request.run_id, error.kind, scrub(error.message))
@@ -327,27 +308,56 @@ def run_job(
             unmatched_right_count=summary.unmatched_right_count,
             ambiguous_left_count=summary.ambiguous_left_count,
             ambiguous_right_count=summary.ambiguous_right_count,
-            output_paths=OutputPaths(
-                matched=paths["matched"],
-                unmatched_left=paths["unmatched_left"],
-                unmatched_right=paths["unmatched_right"],
-                ambiguous=paths.get("ambiguous"),
-                manifest=paths.get("manifest"),
+            output_paths=OutputPaths.model_validate(
+                {name: paths.get(name) for name in (*OUTPUT_NAMES, "manifest")}
             ),
         ),
     )
     return summary
 
 
-def _as_kalla_error(exc: Exception, cancel: threading.Event | None, scrub: Scrubber) -> KallaError:
+def _as_kalla_error(
+    exc: Exception, cancel: threading.Event | None, scrub: Scrubber, settings: Settings
+) -> KallaError:
     """The run's failure as a KallaError whose message is safe to send anywhere."""
     if cancel is not None and cancel.is_set():
         # a connector may have wrapped the JobCancelled raised in its progress callback
         return exc if isinstance(exc, JobCancelled) else JobCancelled(_cancel_reason(cancel))
     if isinstance(exc, KallaError):
         return exc
-    # A bug, not a user error: the traceback goes to the worker log (scrubbed), the caller
+    if isinstance(exc, MemoryError):  # past the process's cap (Python or Arrow allocating)
+        return out_of_memory(settings, "the job")
+    # A bug, not a user error: the traceback goes to the service log (scrubbed), the caller
     # gets the exception's type and message only.
     log.error("unexpected error in a job:\n%s", scrub("".join(traceback.format_exception(exc))))
     detail = scrub(str(exc))[:500]
-    return KallaError(f"internal error in the worker: {type(exc).__name__}: {detail}")
+    return KallaError(f"internal error in the job: {type(exc).__name__}: {detail}")
+
+
+# --- in the job's own process -------------------------------------------------------------
+
+
+class _PipeEvents:
+    """The child's EventSink: every event goes up the pipe to the runner, in order."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def staging(self, event: StagingProgress) -> None:
+        self.channel.event(("staging", event))
+
+    def matching(self, event: MatchingProgress) -> None:
+        self.channel.event(("matching", event))
+
+    def completed(self, event: CompletionCallback) -> None:
+        self.channel.event(("completed", event))
+
+    def failed(self, event: ErrorCallback, error: KallaError) -> None:
+        self.channel.event(("failed", event, error))
+
+
+def run_job_in_child(channel: Any, job: Job, settings: Settings) -> tuple[int, int] | None:
+    """What ``JobRunner`` runs in the child (``child.run_in_child``): ``run_job`` with its
+    events on the pipe; the rows staged per side (for metrics) when the job completed."""
+    summary = run_job(job, _PipeEvents(channel), settings=settings, cancel=channel.cancel)
+    return None if summary is None else (summary.left_rows, summary.right_rows)
