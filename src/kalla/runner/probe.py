@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from kalla.connectors import connector_for
+from kalla.connectors.registry import preview_source
 from kalla.runner.child import run_in_child
 from kalla.settings import Settings
 
@@ -22,3 +25,15 @@ def source_columns(uri: str, *, alias: str, settings: Settings, what: str) -> li
     """
     columns: list[str] = run_in_child(_columns, uri, alias, settings, settings=settings, what=what)
     return columns
+
+
+def _preview(channel: Any, uri: str, alias: str, settings: Settings, rows: int) -> pa.Table:
+    return preview_source(uri, alias=alias, settings=settings, rows=rows).table
+
+
+def source_preview(uri: str, *, alias: str, settings: Settings, rows: int, what: str) -> pa.Table:
+    """The first ``rows`` rows of a source through the staging flow, read in a child."""
+    table: pa.Table = run_in_child(
+        _preview, uri, alias, settings, rows, settings=settings, what=what
+    )
+    return table

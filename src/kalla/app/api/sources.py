@@ -34,10 +34,10 @@ from kalla.connectors.registry import (
     PERSISTENT_KINDS,
     SourceKind,
     locate,
-    preview_source,
     scheme_of,
 )
 from kalla.errors import ConflictError, KallaError, NotFoundError
+from kalla.runner.probe import source_preview
 from kalla.secrets import MASK, Scrubber, has_masked_secret, literal_secret_warning, redact_uri
 from kalla.settings import Settings
 from kalla.suggest import did_you_mean
@@ -166,14 +166,15 @@ def _probe(uri: str, alias: str, settings: Settings, rows: int) -> SourceProbe:
     """Read ``rows`` rows of ``uri`` as staging would; every failure becomes ``ok: false``."""
     scrub = Scrubber.for_uris([uri])
     try:
-        preview = preview_source(uri, alias=alias, settings=settings, rows=rows)
+        table = source_preview(
+            uri, alias=alias, settings=settings, rows=rows, what="the process reading it"
+        )
     except KallaError as exc:
         return SourceProbe(ok=False, columns=[], sample=[], error=scrub(exc.message))
     except Exception as exc:  # a driver error: its text may hold the URI, never echo it
         log.warning("testing source %s failed: %s", alias, type(exc).__name__)
         error = f"source '{alias}' ({redact_uri(uri)}) cannot be read: {type(exc).__name__}"
         return SourceProbe(ok=False, columns=[], sample=[], error=error)
-    table = preview.table
     return SourceProbe(
         ok=True,
         columns=[Column(name=f.name, type=str(f.type)) for f in table.schema],
