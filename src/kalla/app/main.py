@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     lifecycle = Lifecycle(db)
     dispatcher = make_dispatcher(db, lifecycle, settings)
     state = AppState(settings=settings, db=db, lifecycle=lifecycle, dispatcher=dispatcher)
+    lifecycle.listeners.append(state.events.publish)  # live progress streams wake at once
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
