@@ -22,7 +22,15 @@ from test_app_harness import (
     slow_recipe,
     write_csv,
 )
-from ui_browser import UiApp, completed_run, file_recipe, save_recipe, start_app
+from ui_browser import (
+    UiApp,
+    axe_serious,
+    completed_run,
+    file_recipe,
+    keep_screenshot,
+    save_recipe,
+    start_app,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -54,6 +62,8 @@ def test_register_a_source_and_preview_it(ui_app: UiApp, page: Any) -> None:
 
         page.wait_for_url(re.compile(r"/sources/\d+\?test=1$"))
         _expect(page.get_by_role("status")).to_contain_text("Connected: 3 columns")
+        assert axe_serious(page) == []
+        keep_screenshot(page, "source-preview")
         preview = page.locator("table.data")
         assert preview.locator("tbody tr").count() == 20
         assert preview.locator("thead th").all_inner_texts()[0].startswith("entry_id")
@@ -126,6 +136,8 @@ def test_run_with_an_upload_streams_its_progress_to_done(
         page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
         run_id = page.url.rsplit("/", 1)[1]
         _expect(page.locator("#progress-text")).to_contain_text("Reading invoices")
+        assert axe_serious(page) == []  # the page of a run in progress
+        keep_screenshot(page, "run-progress")
         _expect(page.get_by_role("heading", name="Summary")).to_be_visible(timeout=60_000)
         _expect(page.locator(".badge.status-completed")).to_be_visible()
 
@@ -152,6 +164,8 @@ def test_a_bad_upload_shows_its_error_next_to_the_file(
 
     error = page.locator("#error-payments")
     _expect(error).to_contain_text("missing expected column 'reference_number'")
+    assert axe_serious(page) == []
+    keep_screenshot(page, "new-run-bad-upload")
     _expect(page.locator("#error-invoices")).to_be_empty()
     _expect(page.get_by_label("File for payments")).to_have_attribute("aria-invalid", "true")
     assert page.url.endswith("/runs/new?recipe=ui-bad-upload")

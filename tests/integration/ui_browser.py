@@ -132,6 +132,13 @@ def demo_recipe() -> dict[str, Any]:
     return recipe
 
 
+def keep_screenshot(page: Any, name: str) -> None:
+    """Save a screenshot into ``KALLA_UI_SCREENSHOTS`` when it is set (the journeys' states)."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
 def axe_serious(page: Any) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the page as it is now."""
     from axe_playwright_python.sync_playwright import Axe
@@ -152,6 +159,7 @@ __all__ = [
     "demo_files",
     "demo_recipe",
     "file_recipe",
+    "keep_screenshot",
     "page",
     "save_recipe",
     "start_app",

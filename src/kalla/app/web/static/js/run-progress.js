@@ -15,7 +15,8 @@ function describe(p) {
   if (p.status === "queued") return "Waiting for a free worker…";
   if (p.stage === "staging") {
     const reading = p.sources.filter((s) => !s.done).map((s) => s.alias);
-    return reading.length ? `Reading ${reading.join(" and ")}…` : "Sources read; matching next…";
+    // the sources are read one after the other: name the one being read now
+    return reading.length ? `Reading ${reading[0]}…` : "Sources read; matching next…";
   }
   if (p.stage === "matching") return "Matching…";
   if (p.status === "completed") return "Done. Loading the results…";
