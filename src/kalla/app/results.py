@@ -128,7 +128,7 @@ def _view_frame(path: Path, view: ResultView) -> tuple[Any, pa.Schema]:
             raise BadRequestError(f"age_from: the output already has a column '{AGE_COLUMN}'")
         today = (dt.date.today() - dt.date(1970, 1, 1)).days
         days = col(_quoted(view.age_from)).cast(pa.date32()).cast(pa.int32())
-        frame = frame.with_column(AGE_COLUMN, lit(today) - days)
+        frame = frame.with_column(AGE_COLUMN, (lit(today) - days).cast(pa.int32()))
         schema = schema.append(pa.field(AGE_COLUMN, pa.int32()))
     for condition in view.filters:
         field = _check_column(condition.column, schema, "filter_column")
@@ -171,12 +171,15 @@ def read_page(path: Path, view: ResultView, *, offset: int, limit: int) -> dict[
 
 
 def view_batches(path: Path, view: ResultView) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The rows of ``view`` as Arrow batches, streamed (a download of the filtered view)."""
+    """The rows of ``view`` as Arrow batches, streamed (a download of the filtered view).
+
+    Batches carry the output's own types (DataFusion reads strings as ``string_view``,
+    which the CSV and Parquet writers take as plain strings)."""
     frame, schema = _view_frame(path, view)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in frame.execute_stream():
-            yield batch.to_pyarrow()
+            yield batch.to_pyarrow().cast(schema)
 
     return schema, batches()
 
@@ -241,7 +244,7 @@ def write_parquet_view(path: Path, view: ResultView) -> Path:
     try:
         with pq.ParquetWriter(str(target), schema, compression="zstd") as writer:
             for batch in batches:
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
+                writer.write_batch(batch)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -279,10 +282,9 @@ def write_xlsx(path: Path, sheet: str, view: ResultView | None = None) -> Path:
         names = parquet.schema_arrow.names
         batches = parquet.iter_batches(batch_size=_BATCH)
     else:
-        frame, schema = _view_frame(path, view)
-        rows = frame.count()
+        rows = _view_frame(path, view)[0].count()
+        schema, batches = view_batches(path, view)
         names = schema.names
-        batches = (batch.to_pyarrow() for batch in frame.execute_stream())
     if rows > XLSX_MAX_ROWS:
         raise BadRequestError(
             f"{rows:,} rows do not fit an Excel sheet ({XLSX_MAX_ROWS:,} at most); "
