@@ -7,6 +7,7 @@ bad upload shows its error next to the file; sign in with the token.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -300,3 +301,32 @@ def test_sign_in_with_the_token(tmp_path: Path, page: Any) -> None:
         page.wait_for_url(re.compile(r"/login\?next=/"))
     finally:
         app.process.stop()
+
+
+# --- recipes --------------------------------------------------------------------------------
+
+
+def test_add_a_recipe_from_its_file_then_a_bad_one_names_every_problem(
+    ui_app: UiApp, page: Any, tmp_path: Path
+) -> None:
+    good = tmp_path / "recipe.json"
+    good.write_text(json.dumps(file_recipe("ui-from-file")))
+    page.goto(f"{ui_app.url}/recipes")
+    page.get_by_label("Recipe (JSON)").set_input_files(good)
+    page.get_by_role("button", name="Check and save").click()
+    page.wait_for_url(re.compile(r"/recipes/ui-from-file\?version=1$"))
+    _expect(page.get_by_role("heading", level=1)).to_have_text("Invoices to payments")
+    _expect(page.locator(".plain-words")).to_have_text("reference equal, amount within 0.02")
+
+    bad = tmp_path / "bad.json"
+    recipe = file_recipe("ui-bad-recipe", match_sql="SELECT x FROM nowhere")
+    recipe["sources"]["left"]["primary_key"] = []
+    bad.write_text(json.dumps(recipe))
+    page.goto(f"{ui_app.url}/recipes")
+    page.get_by_label("Recipe (JSON)").set_input_files(bad)
+    page.get_by_role("button", name="Check and save").click()
+    alert = page.get_by_role("alert")
+    _expect(alert).to_contain_text("The recipe was not saved: invalid recipe")
+    _expect(alert).to_contain_text("primary_key")
+    assert page.url.endswith("/recipes")
+    assert ui_app.http.get("/api/recipes/ui-bad-recipe").status_code == 404

@@ -60,7 +60,7 @@ class CsrfError(KallaError):
 
 async def _form(request: Request, session: WebSession) -> dict[str, str]:
     """The posted form's text fields, after checking its CSRF token."""
-    form = await request.form()
+    form = await request.form(max_files=1, max_fields=20)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if not csrf_matches(session, fields.get(CSRF_FIELD)):
         raise CsrfError(
@@ -68,6 +68,20 @@ async def _form(request: Request, session: WebSession) -> dict[str, str]:
             "reload the page and send it again"
         )
     return fields
+
+
+def _with_body(request: Request, body: bytes) -> Request:
+    """The same request carrying ``body``: a page hands a JSON document to an API route."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -267,17 +281,70 @@ async def delete_source(
 # --- recipes --------------------------------------------------------------------------------
 
 
-@router.get("/recipes")
-def recipes_page(request: Request, state: StateDep, db: SessionDep) -> Response:
-    session = page_session(request, state.settings)
+MAX_RECIPE_FILE = 1024 * 1024
+
+
+def _recipes_page(
+    request: Request,
+    state: StateDep,
+    db: SessionDep,
+    session: WebSession,
+    *,
+    error: str | None = None,
+    problems: list[str] | None = None,
+    status: int = 200,
+) -> Response:
     page = recipes_api.list_recipes(db, limit=500, offset=0)
     return render(
         request,
         "recipes.html",
-        {"title": "Recipes", "nav": "recipes", "api": "/api/recipes", "page": page},
+        {
+            "title": "Recipes",
+            "nav": "recipes",
+            "api": "/api/recipes",
+            "page": page,
+            "error": error,
+            "problems": problems or [],
+        },
         session=session,
         settings=state.settings,
+        status=status,
     )
+
+
+@router.get("/recipes")
+def recipes_page(request: Request, state: StateDep, db: SessionDep) -> Response:
+    session = page_session(request, state.settings)
+    return _recipes_page(request, state, db, session)
+
+
+@router.post("/recipes")
+async def add_recipe(request: Request, state: StateDep, db: SessionDep) -> Response:
+    """A recipe from a JSON file (``kalla-demo/recipe.json``, one written by hand or by
+    ``kalla suggest``), saved by ``POST /api/recipes`` itself: same checks, same versions."""
+    session = page_session(request, state.settings)
+    await _form(request, session)
+    upload = (await request.form()).get("recipe")
+    raw = b""
+    if upload is not None and not isinstance(upload, str):
+        raw = await upload.read(MAX_RECIPE_FILE + 1)
+    if not raw:
+        return _recipes_page(
+            request, state, db, session, error="Choose a recipe file (JSON) to add.", status=422
+        )
+    if len(raw) > MAX_RECIPE_FILE:
+        return _recipes_page(
+            request, state, db, session, error="That file is over 1 MiB: not a recipe.",
+            status=413,
+        )  # fmt: skip
+    try:
+        saved = await recipes_api.save_recipe(_with_body(request, raw), db, Response())
+    except KallaError as exc:
+        return _recipes_page(
+            request, state, db, session, error=f"The recipe was not saved: {exc.message}",
+            problems=list(exc.problems), status=exc.status,
+        )  # fmt: skip
+    return _see_other(f"/recipes/{quote(saved.recipe_id, safe='')}?version={saved.version}")
 
 
 @router.get("/recipes/{recipe_id}")
