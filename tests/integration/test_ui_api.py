@@ -282,7 +282,8 @@ def test_signed_in_browser_session_beside_bearer_tokens(tmp_path: Path) -> None:
 def test_login_only_returns_to_a_page_of_this_app(tmp_path: Path) -> None:
     ui = start_app(tmp_path, KALLA_API_TOKEN=TOKEN)
     try:
-        for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example",
+                       "javascript:alert(1)"):  # fmt: skip
             browser = httpx.Client(base_url=ui.url, trust_env=False, follow_redirects=False)
             csrf = _csrf(browser.get("/login").text)
             response = browser.post(

@@ -8,6 +8,7 @@ modules in ``static/js`` talking to the JSON API.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from typing import Annotated, Any
@@ -40,7 +41,7 @@ from kalla.app.web.auth import (
     token_matches,
 )
 from kalla.app.web.render import page_session, render
-from kalla.errors import KallaError, NotFoundError, UnauthorizedError
+from kalla.errors import ConflictError, KallaError, NotFoundError, UnauthorizedError
 from kalla.recipe.parse import describe_validation_error
 
 router = APIRouter(include_in_schema=False)
@@ -90,7 +91,8 @@ def _see_other(url: str) -> RedirectResponse:
 
 def _local(target: str | None) -> str:
     """Only a path on this app is a place to go back to after signing in."""
-    if not target or not target.startswith("/") or target.startswith("//"):
+    # "//host" and "/\host" are other sites to a browser
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\"):
         return "/"
     parts = urlsplit(target)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -555,7 +557,8 @@ def run_page(request: Request, state: StateDep, db: SessionDep, run_id: UUID) ->
 async def cancel_run(request: Request, state: StateDep, run_id: UUID) -> Response:
     session = page_session(request, state.settings)
     await _form(request, session)
-    runs_api.cancel_run(run_id, state)
+    with contextlib.suppress(ConflictError):  # it ended meanwhile: its page says how
+        runs_api.cancel_run(run_id, state)
     return _see_other(f"/runs/{run_id}")
 
 
