@@ -99,6 +99,14 @@ def test_downloads_are_of_the_filtered_sorted_view(app: UiApp, run: dict[str, An
     table = pq.read_table(io.BytesIO(parquet.content))
     assert table.column("invoice_id").to_pylist() == expected
 
+    chosen = [*view.items(), ("columns", "amount"), ("columns", "invoice_id")]
+    narrow = app.http.get(url, params=[*chosen, ("format", "csv")])
+    assert narrow.text.splitlines()[:2] == ['"amount","invoice_id"', '105.05,"INV-00005"']
+    page = app.http.get(url, params=chosen).json()
+    assert [c["name"] for c in page["columns"]] == ["amount", "invoice_id"]
+    unknown = app.http.get(url, params={"columns": "amont"})
+    assert unknown.status_code == 422 and "did you mean 'amount'" in unknown.json()["error"]
+
     whole = app.http.get(url, params={"format": "csv"})
     assert len(list(csv.DictReader(io.StringIO(whole.text)))) == 20
     assert "filtered" not in whole.headers["content-disposition"]

@@ -101,11 +101,12 @@ class ResultView:
     sort: str | None = None
     descending: bool = False
     age_from: str | None = None  # a date column: adds ``age_days`` (days from it to today)
+    columns: tuple[str, ...] = ()  # the columns to give, in this order (none: all)
 
     @property
     def whole(self) -> bool:
-        """The output as written: no filter, no sort, no added column."""
-        return not self.filters and self.sort is None and self.age_from is None
+        """The output as written: no filter, no sort, no added or left-out column."""
+        return not self.filters and self.sort is None and self.age_from is None and not self.columns
 
 
 AGE_COLUMN = "age_days"
@@ -153,6 +154,10 @@ def _view_frame(path: Path, view: ResultView) -> tuple[Any, pa.Schema]:
         frame = frame.sort(
             col(_quoted(view.sort)).sort(ascending=not view.descending, nulls_first=False)
         )
+    if view.columns:
+        fields = [_check_column(name, schema, "columns") for name in dict.fromkeys(view.columns)]
+        frame = frame.select(*[col(_quoted(fld.name)) for fld in fields])
+        schema = pa.schema(fields)
     return frame, schema
 
 

@@ -94,11 +94,15 @@ def read_results(
         str | None,
         Query(max_length=500, description="a date column: adds age_days, its age in days"),
     ] = None,
+    columns: Annotated[
+        list[str] | None,
+        Query(max_length=500, description="repeat: only these columns, in this order"),
+    ] = None,
 ) -> Response | ResultPage:
     """Rows of one output with the total; sort by a column; filter on one or more columns.
 
-    ``format=csv|xlsx|parquet`` downloads the same view (filters, sort and ``age_days``
-    applied; the whole output when there are none) instead of a page.
+    ``format=csv|xlsx|parquet`` downloads the same view (filters, sort, ``age_days`` and the
+    chosen ``columns`` applied; the whole output when there are none) instead of a page.
     """
     run = get_run(session, run_id)
     if run.status != RunStatus.COMPLETED.value:
@@ -108,6 +112,7 @@ def read_results(
         sort=sort,
         descending=order is SortOrder.DESC,
         age_from=age_from,
+        columns=tuple(columns or ()),
     )
     path = Path(run.output_path) / f"{output.value}.parquet"
     if not path.is_file():

@@ -16,8 +16,12 @@ const PAGE_SIZES = [25, 50, 100, 250];
 const isNumeric = (type) => /^(decimal|int|uint|float|double|halffloat)/.test(type);
 const isDate = (type) => /^(date|timestamp)/.test(type);
 
-function viewParams(view, { paging = true } = {}) {
+function viewParams(view, { paging = true, choose = false } = {}) {
   const params = new URLSearchParams();
+  // downloads carry the chosen columns; pages fetch all, so the chooser can list them
+  if (choose && view.hidden.size && view.columns) {
+    for (const c of view.columns) if (!view.hidden.has(c.name)) params.append("columns", c.name);
+  }
   if (paging) {
     params.set("offset", view.offset);
     params.set("limit", view.limit);
@@ -91,7 +95,7 @@ class ResultsTable {
   }
 
   url(format) {
-    const params = viewParams(this.view, { paging: !format });
+    const params = viewParams(this.view, { paging: !format, choose: Boolean(format) });
     if (format) params.set("format", format);
     return `/api/runs/${this.runId}/results/${this.output}?${params}`;
   }
@@ -257,7 +261,8 @@ class ResultsTable {
           type: "checkbox", id, checked: !view.hidden.has(column.name),
           onchange: (e) => {
             if (e.target.checked) view.hidden.delete(column.name);
-            else view.hidden.add(column.name);
+            else if (view.hidden.size < columns.length - 1) view.hidden.add(column.name);
+            else e.target.checked = true; // keep at least one column
             this.load({ focus: id });
           },
         }), ` ${column.name}`));
