@@ -4,7 +4,7 @@ import { el, errorMessage, formatNumber } from "./api.js";
 
 const root = document.getElementById("results");
 const OPS = [
-  ["contains", "contains"],
+  ["contains", "has"],
   ["eq", "="],
   ["neq", "≠"],
   ["gt", ">"],
@@ -189,7 +189,8 @@ class ResultsTable {
         }
         for (const column of shown) {
           const text = cellText(row[column.name]);
-          tr.append(el("td", { class: isNumeric(column.type) ? "num" : null }, text === null ? el("span", { class: "null" }, "null") : text));
+          const long = text !== null && text.length > 24 ? text : null; // cut by CSS: whole on hover
+          tr.append(el("td", { class: isNumeric(column.type) ? "num" : null, title: long }, text === null ? el("span", { class: "null" }, "null") : text));
         }
         tbody.append(tr);
       });
