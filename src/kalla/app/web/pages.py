@@ -41,6 +41,7 @@ from kalla.app.web.auth import (
     token_matches,
 )
 from kalla.app.web.render import page_session, render
+from kalla.connectors import redact_uri
 from kalla.errors import ConflictError, KallaError, NotFoundError, UnauthorizedError
 from kalla.recipe.parse import describe_validation_error
 
@@ -224,7 +225,7 @@ async def register_source(request: Request, state: StateDep, db: SessionDep) -> 
     session = page_session(request, state.settings)
     fields = await _form(request, session)
     values = {k: fields.get(k, "").strip() for k in ("name", "uri", "description")}
-    shown = {**values, "uri": sources_api.redact_uri(values["uri"])}  # never echo a password
+    shown = {**values, "uri": redact_uri(values["uri"])}  # never echo a password
     try:
         body = SourceCreate.model_validate(values)
         row = sources_api.create_source(body, db)
