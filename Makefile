@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format unit services bench clean
+.PHONY: demo test lint format unit services browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(VENV)/.stamp-base
 	$(BIN)/kalla demo
 
 ## make test: install dev deps, check style and types, run the whole suite (all markers)
-test: $(VENV)/.stamp-dev services lint
+test: $(VENV)/.stamp-dev services browser lint
 	$(BIN)/pytest -m "" -q
 
 ## make unit: the default suite, no services needed
@@ -42,6 +42,10 @@ format: $(VENV)/.stamp-dev
 ## make services: start PostgreSQL, MariaDB and NATS if they are down
 services:
 	@bash .ci/services
+
+## make browser: Debian's chromium for the browser tests (Playwright drives it)
+browser:
+	@bash .ci/browser
 
 ## make bench: the benchmark table (see bench/README.md); SIZES=100k,1m FORMATS=parquet,csv
 SIZES ?= 100k,1m

@@ -15,6 +15,7 @@ from kalla_test_services import (
     Database,
     free_port,
 )
+from ui_browser import browser, page, ui_app  # noqa: F401 - the browser tests' fixtures
 
 
 @pytest.fixture

@@ -57,6 +57,8 @@ class Lifecycle:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # called with the run id after each applied event (app/events.py wakes live streams)
+        self.listeners: list[Callable[[str], None]] = []
 
     # ---- transitions --------------------------------------------------------------------
 
@@ -197,6 +199,8 @@ class Lifecycle:
             else:
                 mutate(run)
             runs.touch(run)
+        for listener in self.listeners:
+            listener(run_id)
         return Outcome.APPLIED
 
     def _end(

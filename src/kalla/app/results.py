@@ -1,6 +1,7 @@
-"""Run outputs read straight from their Parquet files: pages as JSON, whole-file downloads.
+"""Run outputs read straight from their Parquet files: pages as JSON, and downloads of the
+whole output or of a filtered, sorted view of it.
 
-Pages go through DataFusion's DataFrame API (expressions, never SQL text), so a sort or a
+Views go through DataFusion's DataFrame API (expressions, never SQL text), so a sort or a
 filter on a big output streams and uses top-k instead of loading the file.
 """
 
@@ -12,7 +13,8 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -82,47 +84,87 @@ def _arrow_schema(path: Path) -> pa.Schema:
     return pq.read_schema(path)
 
 
-def read_page(
-    path: Path,
-    *,
-    offset: int,
-    limit: int,
-    sort: str | None,
-    descending: bool,
-    filter_column: str | None,
-    filter_op: FilterOperator,
-    filter_value: str | None,
-) -> dict[str, Any]:
-    """``{columns, rows, total, offset, limit}`` for one page of one output."""
+@dataclass(frozen=True)
+class ResultFilter:
+    """One per-column filter of a results view (``op`` applied to the column's typed value)."""
+
+    column: str
+    op: FilterOperator
+    value: str
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """What a results page or a filtered download shows: filters, sort, the age column."""
+
+    filters: tuple[ResultFilter, ...] = ()
+    sort: str | None = None
+    descending: bool = False
+    age_from: str | None = None  # a date column: adds ``age_days`` (days from it to today)
+    columns: tuple[str, ...] = ()  # the columns to give, in this order (none: all)
+
+    @property
+    def whole(self) -> bool:
+        """The output as written: no filter, no sort, no added or left-out column."""
+        return not self.filters and self.sort is None and self.age_from is None and not self.columns
+
+
+AGE_COLUMN = "age_days"
+
+
+def _view_frame(path: Path, view: ResultView) -> tuple[Any, pa.Schema]:
+    """The DataFusion frame of ``view`` over the output, with the schema it yields."""
     from datafusion import SessionContext, col, lit
     from datafusion import functions as f
 
     schema = _arrow_schema(path)
-    ctx = SessionContext()
-    frame = ctx.read_parquet(str(path))
-    if filter_column is not None:
-        if filter_value is None:
-            raise BadRequestError("filter_column needs a filter_value")
-        field = _check_column(filter_column, schema, "filter_column")
-        column = col(_quoted(filter_column))
-        if filter_op is FilterOperator.CONTAINS:
+    frame = SessionContext().read_parquet(str(path))
+    if view.age_from is not None:
+        field = _check_column(view.age_from, schema, "age_from")
+        if not (pa.types.is_date(field.type) or pa.types.is_timestamp(field.type)):
+            raise BadRequestError(
+                f"age_from: column '{view.age_from}' is {field.type}, not a date or timestamp"
+            )
+        if AGE_COLUMN in schema.names:
+            raise BadRequestError(f"age_from: the output already has a column '{AGE_COLUMN}'")
+        today = (dt.date.today() - dt.date(1970, 1, 1)).days
+        days = col(_quoted(view.age_from)).cast(pa.date32()).cast(pa.int32())
+        frame = frame.with_column(AGE_COLUMN, (lit(today) - days).cast(pa.int32()))
+        schema = schema.append(pa.field(AGE_COLUMN, pa.int32()))
+    for condition in view.filters:
+        field = _check_column(condition.column, schema, "filter_column")
+        column = col(_quoted(condition.column))
+        if condition.op is FilterOperator.CONTAINS:
             text = column.cast(pa.string())
-            frame = frame.filter(f.strpos(text, lit(filter_value)) > lit(0))
-        else:
-            value = lit(_typed_value(filter_value, field))
-            condition = {
+            frame = frame.filter(f.strpos(text, lit(condition.value)) > lit(0))
+            continue
+        value = lit(_typed_value(condition.value, field))
+        frame = frame.filter(
+            {
                 FilterOperator.EQ: column == value,
                 FilterOperator.NEQ: column != value,
                 FilterOperator.GT: column > value,
                 FilterOperator.GTE: column >= value,
                 FilterOperator.LT: column < value,
                 FilterOperator.LTE: column <= value,
-            }[filter_op]
-            frame = frame.filter(condition)
+            }[condition.op]
+        )
+    if view.sort is not None:
+        _check_column(view.sort, schema, "sort")
+        frame = frame.sort(
+            col(_quoted(view.sort)).sort(ascending=not view.descending, nulls_first=False)
+        )
+    if view.columns:
+        fields = [_check_column(name, schema, "columns") for name in dict.fromkeys(view.columns)]
+        frame = frame.select(*[col(_quoted(fld.name)) for fld in fields])
+        schema = pa.schema(fields)
+    return frame, schema
+
+
+def read_page(path: Path, view: ResultView, *, offset: int, limit: int) -> dict[str, Any]:
+    """``{columns, rows, total, offset, limit}`` for one page of one output."""
+    frame, schema = _view_frame(path, view)
     total = frame.count()
-    if sort is not None:
-        _check_column(sort, schema, "sort")
-        frame = frame.sort(col(_quoted(sort)).sort(ascending=not descending, nulls_first=False))
     table = frame.limit(limit, offset=offset).to_arrow_table()
     return {
         "columns": [{"name": fld.name, "type": str(fld.type)} for fld in schema],
@@ -131,6 +173,20 @@ def read_page(
         "offset": offset,
         "limit": limit,
     }
+
+
+def view_batches(path: Path, view: ResultView) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The rows of ``view`` as Arrow batches, streamed (a download of the filtered view).
+
+    Batches carry the output's own types (DataFusion reads strings as ``string_view``,
+    which the CSV and Parquet writers take as plain strings)."""
+    frame, schema = _view_frame(path, view)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in frame.execute_stream():
+            yield batch.to_pyarrow().cast(schema)
+
+    return schema, batches()
 
 
 def empty_page(offset: int, limit: int) -> dict[str, Any]:
@@ -162,11 +218,18 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
 # --- downloads ------------------------------------------------------------------------------
 
 
-def csv_chunks(path: Path) -> Iterator[bytes]:
-    """The whole output as CSV, one batch at a time (header first)."""
-    parquet = pq.ParquetFile(path)
+def csv_chunks(path: Path, view: ResultView | None = None) -> Iterator[bytes]:
+    """The output (or ``view`` of it) as CSV, one batch at a time (header first)."""
+    if view is None or view.whole:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        batches: Iterable[pa.RecordBatch] = parquet.iter_batches(batch_size=_BATCH)
+    else:
+        schema, batches = view_batches(path, view)
     header = True
-    for batch in parquet.iter_batches(batch_size=_BATCH):
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
         sink = io.BytesIO()
         pacsv.write_csv(
             pa.Table.from_batches([batch]), sink, pacsv.WriteOptions(include_header=header)
@@ -175,8 +238,28 @@ def csv_chunks(path: Path) -> Iterator[bytes]:
         yield sink.getvalue()
     if header:  # no rows: still give the header
         sink = io.BytesIO()
-        pacsv.write_csv(parquet.schema_arrow.empty_table(), sink)
+        pacsv.write_csv(schema.empty_table(), sink)
         yield sink.getvalue()
+
+
+def write_parquet_view(path: Path, view: ResultView) -> Path:
+    """``view`` of the output as a Parquet temp file (deleted by the caller once sent)."""
+    schema, batches = view_batches(path, view)
+    target = _temp_file(".parquet")
+    try:
+        with pq.ParquetWriter(str(target), schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _temp_file(suffix: str) -> Path:
+    handle, name = tempfile.mkstemp(prefix="kalla-", suffix=suffix)
+    os.close(handle)
+    return Path(name)
 
 
 def _xlsx_value(value: Any) -> Any:
@@ -193,20 +276,26 @@ def _xlsx_value(value: Any) -> Any:
     return value
 
 
-def write_xlsx(path: Path, sheet: str) -> Path:
-    """The whole output as an XLSX file in a temp file (deleted by the caller once sent)."""
+def write_xlsx(path: Path, sheet: str, view: ResultView | None = None) -> Path:
+    """The output (or ``view`` of it) as an XLSX temp file (deleted by the caller once sent)."""
     import xlsxwriter
 
-    parquet = pq.ParquetFile(path)
-    rows = parquet.metadata.num_rows
+    batches: Iterable[pa.RecordBatch]
+    if view is None or view.whole:
+        parquet = pq.ParquetFile(path)
+        rows = parquet.metadata.num_rows
+        names = parquet.schema_arrow.names
+        batches = parquet.iter_batches(batch_size=_BATCH)
+    else:
+        rows = _view_frame(path, view)[0].count()
+        schema, batches = view_batches(path, view)
+        names = schema.names
     if rows > XLSX_MAX_ROWS:
         raise BadRequestError(
             f"{rows:,} rows do not fit an Excel sheet ({XLSX_MAX_ROWS:,} at most); "
             "download it as csv or parquet"
         )
-    handle, name = tempfile.mkstemp(prefix="kalla-", suffix=".xlsx")
-    os.close(handle)
-    target = Path(name)
+    target = _temp_file(".xlsx")
     try:
         workbook = xlsxwriter.Workbook(
             str(target),
@@ -216,11 +305,10 @@ def write_xlsx(path: Path, sheet: str) -> Path:
         bold = workbook.add_format({"bold": True})
         date_format = workbook.add_format({"num_format": "yyyy-mm-dd"})
         datetime_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-        names = parquet.schema_arrow.names
         for c, name_ in enumerate(names):
             worksheet.write_string(0, c, name_, bold)
         r = 1
-        for batch in parquet.iter_batches(batch_size=_BATCH):
+        for batch in batches:
             for row in batch.to_pylist():
                 for c, name_ in enumerate(names):
                     value = _xlsx_value(row[name_])
