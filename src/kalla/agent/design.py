@@ -1,0 +1,814 @@
+"""The deterministic builder's reasoning: two tables in, a match design out.
+
+Every decision is taken from the data, by a rule that does not depend on names:
+
+1. **Primary keys**: the first column (or pair) that is unique on each side, preferring
+   text or integer columns named like an identifier.
+2. **Join key**: every pair of text/integer columns is compared under each normalisation
+   (``normalize.LADDER``). A key links many rows (*coverage*) about one-to-one
+   (*specificity*). A candidate must be *corroborated*: among the pairs it links, amounts or
+   dates must agree far more often than among random pairs; a row number on both sides or a
+   shared category has overlap but no corroboration, so it is never taken for a key. When
+   no single column links one-to-one, pairs of columns are tried (composite keys).
+3. **Amount**: among key-linked pairs, the measure pair and sign convention (same, opposite,
+   absolute) under which most amounts agree. The differences of the linked pairs give the
+   **tolerance**: the natural break between small differences (rounding, fees) and the
+   large ones, which stay unmatched as breaks.
+4. **No key**: amounts (with their sign convention) and a **date window** learnt from the
+   lags of amount-equal pairs against the background of chance pairs, plus a
+   **counterparty** condition when a text column agrees for most such pairs.
+5. **Cardinality**: when a record has more than one candidate, one-to-one with the closest
+   candidate first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kalla.agent.columns import ColumnInfo, Kind, as_days, as_float
+from kalla.agent.compare import Overlap, best_overlap, counts_overlap, value_counts
+from kalla.agent.normalize import LADDER, normalisation
+from kalla.agent.profile import SourceProfile, id_name_score, profile_table
+from kalla.errors import KallaError
+
+MIN_COVERAGE = 0.2  # a key must link at least this share of one side's rows
+MIN_SPECIFICITY = 0.5  # ... at about one partner per row (a composite is tried below 0.8)
+MIN_EVIDENCE = 0.25  # corroboration: agreement above chance among the linked pairs
+PAIR_LIMIT = 2_000_000  # linked pairs examined at most (a sample of the left beyond)
+DESIGN_ROWS = 500_000  # rows per side the design looks at (a random sample beyond)
+_SEED = 20240611  # fixed: the same inputs always give the same recipe
+
+
+class BuilderError(KallaError):
+    """The two sources give the builder nothing to match on; the message says what is missing."""
+
+    status = 422
+    exit_code = 2
+    kind = "builder"
+
+
+class Sign(StrEnum):
+    SAME = "same"
+    NEGATED = "negated"
+    ABSOLUTE = "absolute"
+
+
+class TextRule(StrEnum):
+    EQUAL = "equal"  # identical once spaces, punctuation and case are ignored
+    CONTAINS = "contains"  # one contains the other (same folding)
+    FIRST_WORD = "first_word"  # the first word of the left value appears in the right one
+    FIRST_WORD_RIGHT = "first_word_right"  # the first word of the right value in the left one
+
+
+@dataclass(frozen=True)
+class KeyLink:
+    left: ColumnInfo
+    right: ColumnInfo
+    normalisation: str  # a normalize.LADDER name, or "same_day" for two dates
+    overlap: Overlap
+
+
+@dataclass(frozen=True)
+class AmountLink:
+    left: ColumnInfo
+    right: ColumnInfo
+    sign: Sign
+    tolerance: Decimal | None  # None: amounts must be equal
+    exact_share: float  # linked pairs whose amounts are exactly equal
+    within_share: float  # ... equal or within the tolerance
+    breaks: int = 0  # linked pairs whose amounts differ by more than the tolerance
+
+
+@dataclass(frozen=True)
+class DateLink:
+    left: ColumnInfo
+    right: ColumnInfo
+    low: int  # right date minus left date, in days
+    high: int
+
+
+@dataclass(frozen=True)
+class TextLink:
+    left: ColumnInfo
+    right: ColumnInfo
+    rule: TextRule
+    agreement: float
+
+
+@dataclass(frozen=True)
+class Design:
+    left_alias: str
+    right_alias: str
+    left_columns: tuple[ColumnInfo, ...]
+    right_columns: tuple[ColumnInfo, ...]
+    left_key: tuple[str, ...]
+    right_key: tuple[str, ...]
+    keys: tuple[KeyLink, ...] = ()
+    amount: AmountLink | None = None
+    window: DateLink | None = None  # a condition when there are no keys
+    rank_date: DateLink | None = None  # breaks ties between candidates when keyed
+    counterparty: TextLink | None = None
+    one_to_one: bool = False
+    findings: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- the two sides ---------------------------------------------------------------------------
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(_SEED)
+
+
+def _sample(table: pa.Table, rows: int) -> pa.Table:
+    if table.num_rows <= rows:
+        return table
+    keep = np.sort(_rng().choice(table.num_rows, size=rows, replace=False))
+    return table.take(pa.array(keep))
+
+
+class Side:
+    """One source as the builder sees it: its table, profile and cached column views."""
+
+    def __init__(self, alias: str, table: pa.Table, profile: SourceProfile | None = None) -> None:
+        self.alias = alias
+        self.table = table
+        self.profile = profile or profile_table(alias, table)
+        self.infos = {c.name: c.info for c in self.profile.columns}
+        self.rows = table.num_rows
+        self._normalised: dict[tuple[str, str], pa.ChunkedArray] = {}
+        self._counts: dict[tuple[str, str], pa.Table] = {}
+        self._floats: dict[str, np.ndarray] = {}
+        self._days: dict[str, np.ndarray] = {}
+        self._folded: dict[str, list[str]] = {}
+
+    def columns(self) -> list[ColumnInfo]:
+        return list(self.infos.values())
+
+    def keyable(self) -> list[ColumnInfo]:
+        return [c for c in self.columns() if c.is_keyable and self._informative(c.name)]
+
+    def measures(self) -> list[ColumnInfo]:
+        return [c for c in self.columns() if c.is_measure and self._informative(c.name)]
+
+    def dates(self) -> list[ColumnInfo]:
+        return [c for c in self.columns() if c.is_date and self._informative(c.name)]
+
+    def texts(self) -> list[ColumnInfo]:
+        return [
+            c
+            for c in self.columns()
+            if c.kind is Kind.TEXT and c.date_format is None and self._informative(c.name)
+        ]
+
+    def _informative(self, name: str) -> bool:
+        profile = self.profile.column(name)
+        return profile.distinct > 1 and profile.non_null > 0
+
+    def normalised(self, name: str, norm: str) -> pa.ChunkedArray:
+        key = (name, norm)
+        if key not in self._normalised:
+            column = self.table.column(name)
+            if norm == "same_day":
+                self._normalised[key] = pc.cast(as_days(column, self.infos[name]), pa.string())
+            else:
+                self._normalised[key] = normalisation(norm).apply(column)
+        return self._normalised[key]
+
+    def counts(self, name: str, norm: str) -> pa.Table:
+        key = (name, norm)
+        if key not in self._counts:
+            self._counts[key] = value_counts(self.normalised(name, norm))
+        return self._counts[key]
+
+    def floats(self, name: str) -> np.ndarray:
+        if name not in self._floats:
+            values = as_float(self.table.column(name))
+            self._floats[name] = values.to_numpy().astype(np.float64, copy=False)
+        return self._floats[name]
+
+    def days(self, name: str) -> np.ndarray:
+        if name not in self._days:
+            values = as_days(self.table.column(name), self.infos[name])
+            self._days[name] = pc.cast(values, pa.float64()).to_numpy()
+        return self._days[name]
+
+    def folded(self, name: str) -> list[str]:
+        """Text upper-cased with everything but letters and digits removed ('' for NULL)."""
+        if name not in self._folded:
+            values = self.table.column(name).to_pylist()
+            self._folded[name] = [_fold(v) for v in values]
+        return self._folded[name]
+
+    def first_words(self, name: str) -> list[str]:
+        values = self.table.column(name).to_pylist()
+        return [_first_word(v) for v in values]
+
+
+def _fold(value: object) -> str:
+    return re.sub(r"[^A-Z0-9]", "", str(value).upper()) if value is not None else ""
+
+
+def _first_word(value: object) -> str:
+    if value is None:
+        return ""
+    words = str(value).strip(" ").split(" ")
+    return _fold(words[0]) if words else ""
+
+
+# --- primary keys ----------------------------------------------------------------------------
+
+
+def primary_key(side: Side) -> tuple[tuple[str, ...], str | None]:
+    """The side's primary key and, when it is not strictly unique, a warning."""
+    candidates = side.profile.key_candidates
+    if not candidates:
+        raise BuilderError(
+            f"no column or pair of columns identifies each row of '{side.alias}' "
+            "(every candidate repeats); add a row id column to the file"
+        )
+    best = candidates[0]
+    if best.unique:
+        return best.columns, None
+    return best.columns, (
+        f"'{side.alias}' has no strictly unique key; {', '.join(best.columns)} identifies "
+        f"{best.distinct_share:.1%} of its rows"
+    )
+
+
+# --- linked pairs and corroboration ----------------------------------------------------------
+
+
+def _joined(left: pa.ChunkedArray, right: pa.ChunkedArray, expected: int) -> tuple[np.ndarray, ...]:
+    """Row indices (left, right) of every pair with equal values; a sample beyond PAIR_LIMIT."""
+    lt = pa.table({"v": left, "li": pa.array(np.arange(len(left), dtype=np.int64))})
+    rt = pa.table({"v": right, "ri": pa.array(np.arange(len(right), dtype=np.int64))})
+    lt = lt.filter(pc.is_valid(lt["v"]))
+    rt = rt.filter(pc.is_valid(rt["v"]))
+    if expected > PAIR_LIMIT and lt.num_rows:
+        keep = max(1, int(lt.num_rows * PAIR_LIMIT / expected))
+        lt = lt.take(pa.array(np.sort(_rng().choice(lt.num_rows, size=keep, replace=False))))
+    joined = lt.join(rt, "v", join_type="inner")
+    li = joined["li"].to_numpy()
+    ri = joined["ri"].to_numpy()
+    order = np.lexsort((ri, li))
+    return li[order], ri[order]
+
+
+def _key_values(side: Side, links: Sequence[KeyLink], left: bool) -> pa.ChunkedArray:
+    parts = [side.normalised(k.left.name if left else k.right.name, k.normalisation) for k in links]
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, "\x1f")
+
+
+def linked_pairs(left: Side, right: Side, links: Sequence[KeyLink]) -> tuple[np.ndarray, ...]:
+    expected = links[0].overlap.pairs if len(links) == 1 else PAIR_LIMIT + 1
+    return _joined(_key_values(left, links, True), _key_values(right, links, False), expected)
+
+
+def _diff(lv: np.ndarray, rv: np.ndarray, sign: Sign) -> np.ndarray:
+    if sign is Sign.SAME:
+        return lv - rv
+    if sign is Sign.NEGATED:
+        return lv + rv
+    return np.abs(lv) - np.abs(rv)
+
+
+def _near(lv: np.ndarray, d: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.abs(d) <= 0.01 + 0.05 * np.abs(lv)
+
+
+def corroboration(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> float | None:
+    """How much more often amounts or dates agree among linked pairs than among random ones.
+
+    None when neither side has an informative amount or date to compare."""
+    if len(li) == 0:
+        return 0.0
+    shuffled = _rng().permutation(ri)
+    best: float | None = None
+    for lm, rm in itertools.product(left.measures(), right.measures()):
+        lv, rv = left.floats(lm.name)[li], right.floats(rm.name)
+        for sign in Sign:
+            linked = float(np.mean(_near(lv, _diff(lv, rv[ri], sign))))
+            chance = float(np.mean(_near(lv, _diff(lv, rv[shuffled], sign))))
+            if chance < 0.5:
+                best = max(best if best is not None else -1.0, linked - chance)
+    for ld, rd in itertools.product(left.dates(), right.dates()):
+        lv, rv = left.days(ld.name)[li], right.days(rd.name)
+        with np.errstate(invalid="ignore"):
+            linked = float(np.mean(np.abs(rv[ri] - lv) <= 7))
+            chance = float(np.mean(np.abs(rv[shuffled] - lv) <= 7))
+        if chance < 0.5:
+            best = max(best if best is not None else -1.0, linked - chance)
+    return best
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def key_links(left: Side, right: Side) -> list[KeyLink]:
+    """Every text/integer column pair that links enough rows, best first."""
+    links = []
+    for lc, rc in itertools.product(left.keyable(), right.keyable()):
+        overlaps = [
+            counts_overlap(
+                n.name, left.counts(lc.name, n.name), right.counts(rc.name, n.name),
+                left.rows, right.rows,
+            )
+            for n in LADDER
+        ]
+        best = best_overlap(overlaps)
+        if best.coverage >= MIN_COVERAGE and best.pairs:
+            links.append(KeyLink(lc, rc, best.normalisation, best))
+    links.sort(key=lambda k: (-k.overlap.score, -_name_affinity(k)))
+    return links
+
+
+def date_links(left: Side, right: Side) -> list[KeyLink]:
+    links = []
+    for lc, rc in itertools.product(left.dates(), right.dates()):
+        overlap = counts_overlap(
+            "same_day",
+            left.counts(lc.name, "same_day"),
+            right.counts(rc.name, "same_day"),
+            left.rows,
+            right.rows,
+        )
+        if overlap.coverage >= 0.5:
+            links.append(KeyLink(lc, rc, "same_day", overlap))
+    return links
+
+
+def _name_affinity(link: KeyLink) -> int:
+    return id_name_score(link.left.name) + id_name_score(link.right.name)
+
+
+def composite_overlap(left: Side, right: Side, links: Sequence[KeyLink]) -> Overlap:
+    lv, rv = _key_values(left, links, True), _key_values(right, links, False)
+    return counts_overlap("composite", value_counts(lv, "l"), value_counts(rv, "r"), len(lv), len(rv))
+
+
+def choose_keys(left: Side, right: Side, findings: list[str]) -> tuple[KeyLink, ...]:
+    singles = key_links(left, right)
+    accepted: list[KeyLink] = []
+    for link in singles[:8]:
+        if link.overlap.specificity < MIN_SPECIFICITY / 2:
+            continue
+        li, ri = linked_pairs(left, right, [link])
+        evidence = corroboration(left, right, li, ri)
+        if evidence is not None and evidence < MIN_EVIDENCE:
+            findings.append(
+                f"{_pair_name(link)} share values ({link.overlap.coverage:.0%} of rows) but "
+                "amounts and dates of the rows they link do not agree: not a key"
+            )
+            continue
+        accepted.append(link)
+    best = next((k for k in accepted if k.overlap.specificity >= MIN_SPECIFICITY), None)
+    if best is not None and best.overlap.specificity >= 0.8:
+        return (best,)
+    composite = _composite(left, right, singles + date_links(left, right), best)
+    if composite:
+        return composite
+    return (best,) if best is not None else ()
+
+
+def _composite(
+    left: Side, right: Side, links: list[KeyLink], single: KeyLink | None
+) -> tuple[KeyLink, ...]:
+    pool = sorted(
+        (k for k in links if k.overlap.coverage >= 0.5), key=lambda k: -k.overlap.coverage
+    )[:10]
+    to_beat = single.overlap.score if single is not None else 0.0
+    found: tuple[tuple[KeyLink, ...], float] | None = None
+    for a, b in itertools.combinations(pool, 2):
+        if a.left.name == b.left.name or a.right.name == b.right.name:
+            continue
+        overlap = composite_overlap(left, right, (a, b))
+        if overlap.specificity < 0.8 or overlap.coverage < MIN_COVERAGE:
+            continue
+        if overlap.score <= to_beat + 0.05 or (found and overlap.score <= found[1]):
+            continue
+        li, ri = linked_pairs(left, right, (a, b))
+        evidence = corroboration(left, right, li, ri)
+        if evidence is not None and evidence < MIN_EVIDENCE:
+            continue
+        found = ((a, b), overlap.score)
+    return found[0] if found else ()
+
+
+# --- amounts and tolerance -------------------------------------------------------------------
+
+_NICE = (1, 2, 5)
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above ``value``."""
+    exponent = math.floor(math.log10(value))
+    for step in (*_NICE, 10):
+        candidate = step * 10.0**exponent
+        if candidate >= value * (1 - 1e-9):
+            return round(candidate, 10)
+    return value
+
+
+def tolerance_from(differences: np.ndarray, scale: float) -> float | None:
+    """The natural break in the absolute differences of linked pairs, or None.
+
+    Small differences (rounding, fees) form a cluster; true mismatches sit an order of
+    magnitude or more above it. The first gap of 10× (else the largest of at least 3×) among
+    differences up to 5% of a typical amount ends the cluster; the tolerance is the cluster's
+    largest difference rounded up to a 1-2-5 step that stays below the next difference.
+    """
+    absolute = differences[np.isfinite(differences)]
+    absolute = np.unique(np.round(np.abs(absolute[np.abs(absolute) > 1e-9]), 9))
+    if len(absolute) == 0:
+        return None
+    limit = 0.05 * scale if scale > 0 else float(absolute[-1])
+    cut: int | None = None
+    largest = 0.0
+    for i in range(len(absolute) - 1):
+        if absolute[i] > limit:
+            break
+        gap = absolute[i + 1] / absolute[i]
+        if gap >= 10:
+            cut = i
+            break
+        if gap >= 3 and gap > largest:
+            cut, largest = i, gap
+    if cut is None:
+        if absolute[-1] > limit:
+            return None
+        cut = len(absolute) - 1
+    value = float(absolute[cut])
+    above = float(absolute[cut + 1]) if cut + 1 < len(absolute) else math.inf
+    nice = nice_ceiling(value)
+    return nice if nice < above else value
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(round(value, 6))).normalize()
+
+
+def amount_link(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> AmountLink | None:
+    """The measure pair and sign under which linked amounts agree, with its tolerance."""
+    best: tuple[tuple[float, float, int], AmountLink, np.ndarray] | None = None
+    for lm, rm in itertools.product(left.measures(), right.measures()):
+        lv, rv = left.floats(lm.name)[li], right.floats(rm.name)[ri]
+        for preference, sign in enumerate(Sign):
+            d = _diff(lv, rv, sign)
+            with np.errstate(invalid="ignore"):
+                exact = float(np.mean(np.abs(d) < 1e-9))
+            near = float(np.mean(_near(lv, d)))
+            rank = (near, exact, -preference)
+            if best is None or rank > best[0]:
+                best = (rank, AmountLink(lm, rm, sign, None, exact, exact), d)
+    if best is None or best[0][0] < 0.5:
+        return None
+    link, d = best[1], best[2]
+    scale = float(np.nanmedian(np.abs(left.floats(link.left.name)[li]))) if len(li) else 0.0
+    tolerance = tolerance_from(d, scale)
+    finite = d[np.isfinite(d)]
+    if tolerance is None:
+        breaks = int(np.sum(np.abs(finite) > 1e-9))
+        return AmountLink(link.left, link.right, link.sign, None, link.exact_share,
+                          link.exact_share, breaks)
+    within = float(np.mean(np.abs(finite) <= tolerance + 1e-9)) if len(finite) else 0.0
+    breaks = int(np.sum(np.abs(finite) > tolerance + 1e-9))
+    return AmountLink(link.left, link.right, link.sign, _decimal(tolerance), link.exact_share,
+                      within, breaks)
+
+
+def _amount_pairs_ok(link: AmountLink | None, left: Side, right: Side,
+                     li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Which linked pairs the amount condition keeps."""
+    if link is None:
+        return np.ones(len(li), dtype=bool)
+    d = _diff(left.floats(link.left.name)[li], right.floats(link.right.name)[ri], link.sign)
+    limit = float(link.tolerance) if link.tolerance is not None else 0.0
+    with np.errstate(invalid="ignore"):
+        return np.abs(d) <= limit + 1e-9
+
+
+def best_rank_date(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> DateLink | None:
+    best: tuple[float, DateLink] | None = None
+    for ld, rd in itertools.product(left.dates(), right.dates()):
+        lag = right.days(rd.name)[ri] - left.days(ld.name)[li]
+        with np.errstate(invalid="ignore"):
+            share = float(np.mean(np.abs(lag) <= 31)) if len(lag) else 0.0
+        if share >= 0.5 and (best is None or share > best[0]):
+            best = (share, DateLink(ld, rd, 0, 0))
+    return best[1] if best else None
+
+
+def _ambiguous(li: np.ndarray, ri: np.ndarray) -> bool:
+    return bool(len(np.unique(li)) < len(li) or len(np.unique(ri)) < len(ri))
+
+
+# --- no key: amount, date window, counterparty ----------------------------------------------
+
+
+def _cents(values: np.ndarray) -> pa.Array:
+    with np.errstate(invalid="ignore"):
+        cents = np.round(values * 100.0)
+    return pa.array(cents, mask=~np.isfinite(cents)).cast(pa.int64())
+
+
+def _signed_cents(side: Side, name: str, sign: Sign, right: bool) -> pa.Array:
+    values = side.floats(name)
+    if sign is Sign.ABSOLUTE:
+        values = np.abs(values)
+    elif sign is Sign.NEGATED and right:
+        values = -values
+    return _cents(values)
+
+
+def amount_pairing(left: Side, right: Side) -> tuple[AmountLink, Overlap] | None:
+    best: tuple[tuple[float, float, int], AmountLink, Overlap] | None = None
+    for lm, rm in itertools.product(left.measures(), right.measures()):
+        for preference, sign in enumerate(Sign):
+            lv = _signed_cents(left, lm.name, sign, right=False)
+            rv = _signed_cents(right, rm.name, sign, right=True)
+            overlap = counts_overlap(
+                sign.value, value_counts(lv, "l"), value_counts(rv, "r"), len(lv), len(rv)
+            )
+            rank = (overlap.coverage, overlap.specificity, -preference)
+            if overlap.coverage >= 0.3 and (best is None or rank > best[0]):
+                best = (rank, AmountLink(lm, rm, sign, None, 0.0, 0.0), overlap)
+    return (best[1], best[2]) if best else None
+
+
+def window_from_lags(lags: np.ndarray) -> tuple[int, int, float] | None:
+    """The run of days around the most common lag that stands above chance pairs.
+
+    Chance pairs (equal amounts that are unrelated) spread evenly over the days; true pairs
+    pile up on a few lags. The background is the mean count per day 30-90 days away; the
+    window is the contiguous run (gaps up to 2 days) of days whose count beats it by 3 sigma.
+    Returns (low, high, signal share) or None when no day stands out."""
+    lags = lags[np.isfinite(lags)].astype(np.int64)
+    if len(lags) == 0:
+        return None
+    span = 90
+    inside = lags[np.abs(lags) <= span]
+    counts = np.bincount(inside + span, minlength=2 * span + 1).astype(float)
+    far = np.abs(np.arange(-span, span + 1)) >= 30
+    background = float(counts[far].mean())
+    mode = int(np.argmax(counts))
+    # Above chance by 3 sigma, and not a stray pair: at least 2% of the busiest day's count.
+    threshold = max(background + 3 * math.sqrt(background), 0.02 * counts[mode], 0.5)
+    if counts[mode] <= threshold or counts[mode] < 2:
+        return None
+    low = high = mode
+    while True:
+        ahead = [k for k in range(high + 1, min(high + 4, 2 * span + 1)) if counts[k] > threshold]
+        if not ahead:
+            break
+        high = ahead[0]
+    while True:
+        behind = [k for k in range(low - 1, max(low - 4, -1), -1) if counts[k] > threshold]
+        if not behind:
+            break
+        low = behind[0]
+    signal = float(counts[low : high + 1].sum() - background * (high - low + 1)) / len(lags)
+    return low - span, high - span, signal
+
+
+def date_window(
+    left: Side, right: Side, li: np.ndarray, ri: np.ndarray
+) -> tuple[DateLink, float] | None:
+    best: tuple[float, DateLink] | None = None
+    for ld, rd in itertools.product(left.dates(), right.dates()):
+        lags = right.days(rd.name)[ri] - left.days(ld.name)[li]
+        found = window_from_lags(lags)
+        if found is None:
+            continue
+        low, high, signal = found
+        if best is None or signal > best[0]:
+            best = (signal, DateLink(ld, rd, low, high))
+    if best is None:
+        return None
+    return best[1], best[0]
+
+
+def _text_agrees(rule: TextRule, a: str, b: str, a_first: str, b_first: str) -> bool:
+    if rule is TextRule.EQUAL:
+        return bool(a) and a == b
+    if rule is TextRule.CONTAINS:
+        return (len(a) >= 3 and a in b) or (len(b) >= 3 and b in a)
+    if rule is TextRule.FIRST_WORD:
+        return len(a_first) >= 3 and a_first in b
+    return len(b_first) >= 3 and b_first in a
+
+
+def _found_share(agrees: np.ndarray, li: np.ndarray) -> float:
+    """Share of left records (among those with candidates) with at least one agreeing one."""
+    records = np.unique(li)
+    return len(np.unique(li[agrees])) / len(records) if len(records) else 0.0
+
+
+def counterparty(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> TextLink | None:
+    """A text pair (names, codes, narratives) that finds a record's counterpart among its
+    candidates far more often than the same column shuffled does; the weakest rule that does.
+
+    Candidates are compared per record, not per pair: a customer paying the same amount
+    every month has many candidates and only one is right, but the right one agrees."""
+    if len(li) == 0:
+        return None
+    records = np.unique(li)
+    if len(records) > 2000:  # a sample of records, with all their candidates
+        chosen = np.sort(_rng().choice(records, size=2000, replace=False))
+        keep = np.isin(li, chosen)
+        li, ri = li[keep], ri[keep]
+    shuffle = _rng().permutation(right.rows)
+    left_keys = set(left.profile.key_candidates[0].columns) if left.profile.key_candidates else set()
+    best: tuple[float, TextLink] | None = None
+    for lc, rc in itertools.product(left.texts(), right.texts()):
+        if lc.name in left_keys:
+            continue
+        lf, rf = left.folded(lc.name), right.folded(rc.name)
+        lw, rw = left.first_words(lc.name), right.first_words(rc.name)
+        for rule in TextRule:
+            agrees = np.array(
+                [_text_agrees(rule, lf[i], rf[j], lw[i], rw[j]) for i, j in zip(li, ri, strict=True)],
+                dtype=bool,
+            )
+            by_chance = np.array(
+                [
+                    _text_agrees(rule, lf[i], rf[shuffle[j]], lw[i], rw[shuffle[j]])
+                    for i, j in zip(li, ri, strict=True)
+                ],
+                dtype=bool,
+            )
+            found, chance = _found_share(agrees, li), _found_share(by_chance, li)
+            if found >= 0.6 and found - chance >= 0.3:
+                gain = found - chance
+                if best is None or gain > best[0] + 0.02:
+                    best = (gain, TextLink(lc, rc, rule, found))
+                break  # the weakest rule that works for this pair
+    return best[1] if best else None
+
+
+def _text_ok(link: TextLink | None, left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    if link is None:
+        return np.ones(len(li), dtype=bool)
+    lf, rf = left.folded(link.left.name), right.folded(link.right.name)
+    lw, rw = left.first_words(link.left.name), right.first_words(link.right.name)
+    return np.array(
+        [_text_agrees(link.rule, lf[i], rf[j], lw[i], rw[j]) for i, j in zip(li, ri, strict=True)],
+        dtype=bool,
+    )
+
+
+# --- the design ------------------------------------------------------------------------------
+
+
+def _pair_name(link: KeyLink) -> str:
+    return f"'{link.left.name}' and '{link.right.name}'"
+
+
+def design_match(
+    left_alias: str, left_table: pa.Table, right_alias: str, right_table: pa.Table
+) -> Design:
+    """A match design for two staged tables (see the module docstring for the rules)."""
+    findings: list[str] = []
+    left = Side(left_alias, _sample(left_table, DESIGN_ROWS))
+    right = Side(right_alias, _sample(right_table, DESIGN_ROWS))
+    if left.rows < left_table.num_rows or right.rows < right_table.num_rows:
+        findings.append(f"designed on a random sample of {DESIGN_ROWS:,} rows per side")
+    if left.rows == 0 or right.rows == 0:
+        empty = left_alias if left.rows == 0 else right_alias
+        raise BuilderError(f"'{empty}' has no rows: there is nothing to learn a match from")
+    left_key, warning = primary_key(left)
+    right_key, warning_right = primary_key(right)
+    findings += [w for w in (warning, warning_right) if w]
+    base = {
+        "left_alias": left_alias,
+        "right_alias": right_alias,
+        "left_columns": tuple(left.columns()),
+        "right_columns": tuple(right.columns()),
+        "left_key": left_key,
+        "right_key": right_key,
+    }
+    keys = choose_keys(left, right, findings)
+    if keys:
+        return _keyed(left, right, keys, base, findings)
+    return _unkeyed(left, right, base, findings)
+
+
+def _keyed(left: Side, right: Side, keys: tuple[KeyLink, ...], base: dict[str, object],
+           findings: list[str]) -> Design:
+    li, ri = linked_pairs(left, right, keys)
+    names = " + ".join(_pair_name(k) for k in keys)
+    overlap = keys[0].overlap if len(keys) == 1 else composite_overlap(left, right, keys)
+    findings.append(
+        f"key: {names} ({', '.join(k.normalisation for k in keys)}) links "
+        f"{overlap.left_coverage:.0%} of '{left.alias}' and {overlap.right_coverage:.0%} of "
+        f"'{right.alias}'"
+    )
+    amount = amount_link(left, right, li, ri)
+    if amount is None:
+        findings.append("no amount agrees for most linked records: matching on the key alone")
+    else:
+        findings.append(
+            f"amount: '{amount.left.name}' vs '{amount.right.name}' ({amount.sign.value} sign); "
+            f"{amount.exact_share:.0%} of linked pairs equal"
+            + (f", {amount.within_share:.0%} within {amount.tolerance}" if amount.tolerance else "")
+        )
+        if amount.breaks:
+            findings.append(
+                f"{amount.breaks} linked pair(s) differ by more than the tolerance: left "
+                "unmatched as breaks"
+            )
+    keep = _amount_pairs_ok(amount, left, right, li, ri)
+    rank_date = best_rank_date(left, right, li, ri)
+    one_to_one = _ambiguous(li[keep], ri[keep])
+    if one_to_one:
+        findings.append("some records have more than one candidate: one-to-one, closest first")
+    return Design(
+        **base,  # type: ignore[arg-type]
+        keys=keys,
+        amount=amount,
+        rank_date=rank_date,
+        one_to_one=one_to_one,
+        findings=tuple(findings),
+    )
+
+
+def _in_window(link: DateLink | None, left: Side, right: Side, li: np.ndarray,
+               ri: np.ndarray) -> np.ndarray:
+    if link is None:
+        return np.ones(len(li), dtype=bool)
+    lags = right.days(link.right.name)[ri] - left.days(link.left.name)[li]
+    with np.errstate(invalid="ignore"):
+        return (lags >= link.low) & (lags <= link.high)
+
+
+def _unkeyed(left: Side, right: Side, base: dict[str, object], findings: list[str]) -> Design:
+    """Amount pairs, narrowed by a counterparty and a date window learnt from them."""
+    pairing = amount_pairing(left, right)
+    if pairing is None:
+        raise BuilderError(
+            f"'{left.alias}' and '{right.alias}' share no key column and no amounts: "
+            "there is nothing to match on (compare their columns with describe_source)"
+        )
+    amount, overlap = pairing
+    findings.append(
+        f"no shared key; amounts '{amount.left.name}' vs '{amount.right.name}' "
+        f"({amount.sign.value} sign) are equal for {overlap.coverage:.0%} of rows"
+    )
+    lv = _signed_cents(left, amount.left.name, amount.sign, right=False)
+    rv = _signed_cents(right, amount.right.name, amount.sign, right=True)
+    li, ri = _joined(pa.chunked_array([lv]), pa.chunked_array([rv]), overlap.pairs)
+    # A first window over every amount pair (chance pairs blur it), then the counterparty
+    # among the pairs inside it, then the window again among the pairs the counterparty keeps.
+    first = date_window(left, right, li, ri)
+    rough = _in_window(first[0] if first else None, left, right, li, ri)
+    text = counterparty(left, right, li[rough], ri[rough])
+    keep = _text_ok(text, left, right, li, ri)
+    if text is not None:
+        findings.append(
+            f"counterparty: '{text.left.name}' and '{text.right.name}' agree ({text.rule.value}) "
+            f"for {text.agreement:.0%} of records with a matching amount"
+        )
+    window = date_window(left, right, li[keep], ri[keep]) if text is not None else first
+    link = window[0] if window else None
+    if link is not None:
+        keep &= _in_window(link, left, right, li, ri)
+        findings.append(
+            f"dates: '{link.right.name}' falls {_days(link.low, link.high)} "
+            f"'{link.left.name}' for matching amounts"
+        )
+    amount = AmountLink(
+        amount.left, amount.right, amount.sign, None, overlap.coverage, overlap.coverage
+    )
+    one_to_one = _ambiguous(li[keep], ri[keep])
+    if one_to_one:
+        findings.append("some records have more than one candidate: one-to-one, closest date first")
+    return Design(
+        **base,  # type: ignore[arg-type]
+        amount=amount,
+        window=link,
+        counterparty=text,
+        one_to_one=one_to_one,
+        findings=tuple(findings),
+    )
+
+
+def _days(low: int, high: int) -> str:
+    if low == high == 0:
+        return "on the same day as"
+    if low >= 0:
+        return f"{low} to {high} days after"
+    if high <= 0:
+        return f"{-high} to {-low} days before"
+    return f"between {-low} days before and {high} days after"
