@@ -115,7 +115,7 @@ class Design:
     right_key: tuple[str, ...]
     keys: tuple[KeyLink, ...] = ()
     amount: AmountLink | None = None
-    window: DateLink | None = None  # a condition when there are no keys
+    window: DateLink | None = None  # a condition: dates within low..high days
     rank_date: DateLink | None = None  # breaks ties between candidates when keyed
     counterparty: TextLink | None = None
     one_to_one: bool = False
@@ -359,7 +359,11 @@ def composite_overlap(left: Side, right: Side, links: Sequence[KeyLink]) -> Over
     return counts_overlap("composite", value_counts(lv, "l"), value_counts(rv, "r"), len(lv), len(rv))
 
 
-def choose_keys(left: Side, right: Side, findings: list[str]) -> tuple[KeyLink, ...]:
+def choose_keys(
+    left: Side, right: Side, findings: list[str]
+) -> tuple[tuple[KeyLink, ...], DateLink | None]:
+    """The key links (one, or two for a composite) and, when a date is part of the key but
+    the two sides' dates lag, the window that replaces its equality."""
     singles = key_links(left, right)
     accepted: list[KeyLink] = []
     for link in singles[:8]:
@@ -376,35 +380,105 @@ def choose_keys(left: Side, right: Side, findings: list[str]) -> tuple[KeyLink, 
         accepted.append(link)
     best = next((k for k in accepted if k.overlap.specificity >= MIN_SPECIFICITY), None)
     if best is not None and best.overlap.specificity >= 0.8:
-        return (best,)
+        return (best,), None
     composite = _composite(left, right, singles + date_links(left, right), best)
-    if composite:
+    if composite is not None:
         return composite
-    return (best,) if best is not None else ()
+    return ((best,) if best is not None else ()), None
+
+
+def _amounts_agree(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    """Which linked pairs agree (within 1%) on the measure pair and sign that agrees most.
+
+    When every store has a deposit every day, the lags of store-linked pairs are spread
+    evenly; the lags of those whose amounts also agree show where the true pairs sit."""
+    best: np.ndarray | None = None
+    for lm, rm in itertools.product(left.measures(), right.measures()):
+        lv, rv = left.floats(lm.name)[li], right.floats(rm.name)[ri]
+        for sign in Sign:
+            with np.errstate(invalid="ignore"):
+                agree = np.abs(_diff(lv, rv, sign)) <= 0.01 + 0.01 * np.abs(lv)
+            if best is None or agree.sum() > best.sum():
+                best = agree
+    return best if best is not None else np.ones(len(li), dtype=bool)
+
+
+@dataclass(frozen=True)
+class _Linked:
+    """Rows linked by some links (and a window), with the overlap figures of a key."""
+
+    coverage: float
+    specificity: float
+
+    @property
+    def score(self) -> float:
+        return self.coverage * self.specificity
+
+
+def _linked_stats(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> _Linked:
+    if len(li) == 0:
+        return _Linked(0.0, 0.0)
+    found_l, found_r = len(np.unique(li)), len(np.unique(ri))
+    coverage = max(found_l / left.rows, found_r / right.rows)
+    return _Linked(coverage, min(found_l, found_r) / len(li))
 
 
 def _composite(
     left: Side, right: Side, links: list[KeyLink], single: KeyLink | None
-) -> tuple[KeyLink, ...]:
+) -> tuple[tuple[KeyLink, ...], DateLink | None] | None:
+    """Two links that together identify records. A date in the pair is an equality only when
+    the lags of the rows the other link joins pile up on the same day; otherwise the pair is
+    the other link plus a date window learnt from those lags (a timestamp settled hours later,
+    a deposit booked the next morning)."""
     pool = sorted(
         (k for k in links if k.overlap.coverage >= 0.5), key=lambda k: -k.overlap.coverage
     )[:10]
     to_beat = single.overlap.score if single is not None else 0.0
-    found: tuple[tuple[KeyLink, ...], float] | None = None
+    found: tuple[tuple[tuple[KeyLink, ...], DateLink | None], float] | None = None
     for a, b in itertools.combinations(pool, 2):
         if a.left.name == b.left.name or a.right.name == b.right.name:
             continue
-        overlap = composite_overlap(left, right, (a, b))
-        if overlap.specificity < 0.8 or overlap.coverage < MIN_COVERAGE:
+        dated = [k for k in (a, b) if k.normalisation == "same_day"]
+        if len(dated) == 2:
             continue
-        if overlap.score <= to_beat + 0.05 or (found and overlap.score <= found[1]):
+        window: DateLink | None = None
+        if dated:
+            date, other = dated[0], (b if a is dated[0] else a)
+            li, ri = linked_pairs(left, right, [other])
+            ldays, rdays = left.days(date.left.name), right.days(date.right.name)
+            lags = rdays[ri] - ldays[li]
+            agree = _amounts_agree(left, right, li, ri)
+            learnt = window_from_lags(
+                lags[agree], chance_lags(ldays, rdays, li[agree], ri[agree])
+            )
+            if learnt is None:
+                continue
+            low, high, _ = learnt
+            if (low, high) != (0, 0):
+                window = DateLink(date.left, date.right, low, high)
+                with np.errstate(invalid="ignore"):
+                    keep = (lags >= low) & (lags <= high)
+                li, ri = li[keep], ri[keep]
+                stats = _linked_stats(left, right, li, ri)
+                candidate: tuple[tuple[KeyLink, ...], DateLink | None] = ((other,), window)
+        if window is None:
+            overlap = composite_overlap(left, right, (a, b))
+            stats = _Linked(overlap.coverage, overlap.specificity)
+            candidate = ((a, b), None)
+            if stats.specificity < 0.8 or stats.coverage < MIN_COVERAGE:
+                continue
+            if stats.score <= to_beat + 0.05 or (found and stats.score <= found[1]):
+                continue
+            li, ri = linked_pairs(left, right, (a, b))
+        elif stats.specificity < 0.8 or stats.coverage < MIN_COVERAGE:
             continue
-        li, ri = linked_pairs(left, right, (a, b))
+        elif stats.score <= to_beat + 0.05 or (found and stats.score <= found[1]):
+            continue
         evidence = corroboration(left, right, li, ri)
         if evidence is not None and evidence < MIN_EVIDENCE:
             continue
-        found = ((a, b), overlap.score)
-    return found[0] if found else ()
+        found = (candidate, stats.score)
+    return found[0] if found else None
 
 
 # --- amounts and tolerance -------------------------------------------------------------------
@@ -548,38 +622,52 @@ def amount_pairing(left: Side, right: Side) -> tuple[AmountLink, Overlap] | None
     return (best[1], best[2]) if best else None
 
 
-def window_from_lags(lags: np.ndarray) -> tuple[int, int, float] | None:
-    """The run of days around the most common lag that stands above chance pairs.
+def chance_lags(
+    left_days: np.ndarray, right_days: np.ndarray, li: np.ndarray, ri: np.ndarray
+) -> np.ndarray:
+    """Lags of the same rows paired at random (four shuffles): what chance alone gives."""
+    rng = _rng()
+    return np.concatenate(
+        [right_days[rng.permutation(ri)] - left_days[li] for _ in range(4)]
+    ) if len(li) else np.array([])
 
-    Chance pairs (equal amounts that are unrelated) spread evenly over the days; true pairs
-    pile up on a few lags. The background is the mean count per day 30-90 days away; the
-    window is the contiguous run (gaps up to 2 days) of days whose count beats it by 3 sigma.
-    Returns (low, high, signal share) or None when no day stands out."""
+
+def window_from_lags(lags: np.ndarray, chance: np.ndarray) -> tuple[int, int, float] | None:
+    """The run of days around the lag that stands out most above chance.
+
+    True pairs pile up on a few lags (0-4 days, say); pairs that are linked by chance (an
+    amount that repeats, a store that has a deposit every day) spread as the dates do. The
+    expected count per lag comes from the same rows paired at random (``chance``); the
+    window is the contiguous run (gaps up to 2 days) of lags whose excess over it is above
+    3 sigma and at least 2% of the largest excess. Returns (low, high, share of pairs in
+    the excess) or None when no lag stands out."""
     lags = lags[np.isfinite(lags)].astype(np.int64)
-    if len(lags) == 0:
+    chance = chance[np.isfinite(chance)].astype(np.int64)
+    if len(lags) == 0 or len(chance) == 0:
         return None
-    span = 90
-    inside = lags[np.abs(lags) <= span]
-    counts = np.bincount(inside + span, minlength=2 * span + 1).astype(float)
-    far = np.abs(np.arange(-span, span + 1)) >= 30
-    background = float(counts[far].mean())
-    mode = int(np.argmax(counts))
-    # Above chance by 3 sigma, and not a stray pair: at least 2% of the busiest day's count.
-    threshold = max(background + 3 * math.sqrt(background), 0.02 * counts[mode], 0.5)
-    if counts[mode] <= threshold or counts[mode] < 2:
+    span = 120
+    bins = 2 * span + 1
+    counts = np.bincount(lags[np.abs(lags) <= span] + span, minlength=bins).astype(float)
+    expected = np.bincount(chance[np.abs(chance) <= span] + span, minlength=bins).astype(float)
+    expected *= len(lags) / len(chance)
+    excess = counts - expected
+    mode = int(np.argmax(excess))
+    threshold = 3 * np.sqrt(expected) + max(0.02 * excess[mode], 0.5)
+    if excess[mode] <= threshold[mode] or counts[mode] < 2:
         return None
+    above = excess > threshold
     low = high = mode
     while True:
-        ahead = [k for k in range(high + 1, min(high + 4, 2 * span + 1)) if counts[k] > threshold]
+        ahead = [k for k in range(high + 1, min(high + 4, bins)) if above[k]]
         if not ahead:
             break
         high = ahead[0]
     while True:
-        behind = [k for k in range(low - 1, max(low - 4, -1), -1) if counts[k] > threshold]
+        behind = [k for k in range(low - 1, max(low - 4, -1), -1) if above[k]]
         if not behind:
             break
         low = behind[0]
-    signal = float(counts[low : high + 1].sum() - background * (high - low + 1)) / len(lags)
+    signal = float(excess[low : high + 1].sum()) / len(lags)
     return low - span, high - span, signal
 
 
@@ -588,8 +676,8 @@ def date_window(
 ) -> tuple[DateLink, float] | None:
     best: tuple[float, DateLink] | None = None
     for ld, rd in itertools.product(left.dates(), right.dates()):
-        lags = right.days(rd.name)[ri] - left.days(ld.name)[li]
-        found = window_from_lags(lags)
+        ldays, rdays = left.days(ld.name), right.days(rd.name)
+        found = window_from_lags(rdays[ri] - ldays[li], chance_lags(ldays, rdays, li, ri))
         if found is None:
             continue
         low, high, signal = found
@@ -699,21 +787,35 @@ def design_match(
         "left_key": left_key,
         "right_key": right_key,
     }
-    keys = choose_keys(left, right, findings)
+    keys, window = choose_keys(left, right, findings)
     if keys:
-        return _keyed(left, right, keys, base, findings)
+        return _keyed(left, right, keys, window, base, findings)
     return _unkeyed(left, right, base, findings)
 
 
-def _keyed(left: Side, right: Side, keys: tuple[KeyLink, ...], base: dict[str, object],
-           findings: list[str]) -> Design:
+def _keyed(
+    left: Side,
+    right: Side,
+    keys: tuple[KeyLink, ...],
+    window: DateLink | None,
+    base: dict[str, object],
+    findings: list[str],
+) -> Design:
     li, ri = linked_pairs(left, right, keys)
     names = " + ".join(_pair_name(k) for k in keys)
-    overlap = keys[0].overlap if len(keys) == 1 else composite_overlap(left, right, keys)
+    if window is not None:
+        inside = _in_window(window, left, right, li, ri)
+        li, ri = li[inside], ri[inside]
+    found_l, found_r = len(np.unique(li)) / left.rows, len(np.unique(ri)) / right.rows
     findings.append(
         f"key: {names} ({', '.join(k.normalisation for k in keys)}) links "
-        f"{overlap.left_coverage:.0%} of '{left.alias}' and {overlap.right_coverage:.0%} of "
-        f"'{right.alias}'"
+        f"{found_l:.0%} of '{left.alias}' and {found_r:.0%} of '{right.alias}'"
+        + (
+            f" when '{window.right.name}' falls {_days(window.low, window.high)} "
+            f"'{window.left.name}'"
+            if window is not None
+            else ""
+        )
     )
     amount = amount_link(left, right, li, ri)
     if amount is None:
@@ -730,7 +832,7 @@ def _keyed(left: Side, right: Side, keys: tuple[KeyLink, ...], base: dict[str, o
                 "unmatched as breaks"
             )
     keep = _amount_pairs_ok(amount, left, right, li, ri)
-    rank_date = best_rank_date(left, right, li, ri)
+    rank_date = window or best_rank_date(left, right, li, ri)
     one_to_one = _ambiguous(li[keep], ri[keep])
     if one_to_one:
         findings.append("some records have more than one candidate: one-to-one, closest first")
@@ -738,6 +840,7 @@ def _keyed(left: Side, right: Side, keys: tuple[KeyLink, ...], base: dict[str, o
         **base,  # type: ignore[arg-type]
         keys=keys,
         amount=amount,
+        window=window,
         rank_date=rank_date,
         one_to_one=one_to_one,
         findings=tuple(findings),

@@ -175,9 +175,15 @@ def _select(design: Design, conditions: list[exp.Expression]) -> str:
     return query.sql(dialect=DIALECT)
 
 
+def window_condition(design: Design, link: DateLink) -> exp.Expression:
+    return exp.Between(this=lag_expr(design, link), low=_num(link.low), high=_num(link.high))
+
+
 def passes(design: Design) -> list[PassSql]:
     """The waterfall: exact first, then within the tolerance; or amount + date window."""
     keys = key_conditions(design)
+    if design.keys and design.window is not None:
+        keys.append(window_condition(design, design.window))
     amount = design.amount
     if design.keys:
         if amount is None:
@@ -197,13 +203,7 @@ def passes(design: Design) -> list[PassSql]:
     left, right = amount_sides(design, amount)
     conditions: list[exp.Expression] = [exp.EQ(this=left, expression=right)]
     if design.window is not None:
-        conditions.append(
-            exp.Between(
-                this=lag_expr(design, design.window),
-                low=_num(design.window.low),
-                high=_num(design.window.high),
-            )
-        )
+        conditions.append(window_condition(design, design.window))
     if design.counterparty is not None:
         conditions.append(text_condition(design, design.counterparty))
     return [PassSql("amount_and_date", _select(design, conditions), "amounts equal, dates close")]

@@ -44,6 +44,9 @@ def describe(design: Design) -> str:
     amount = design.amount
     if design.keys:
         keys = " and ".join(_key_words(k) for k in design.keys)
+        if design.window is not None:
+            w = design.window
+            keys += ", " + _days(w.low, w.high, w.right.name, w.left.name)
         sentence = f"A {la} record matches a {ra} record when {keys}"
         if amount is None:
             sentence += "."
