@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 import sqlglot.errors
@@ -89,13 +90,27 @@ def links(recipe: Recipe, columns: Mapping[str, Sequence[str]]) -> list[SqlLink]
     return found
 
 
-def problems(recipe: Recipe, columns: Mapping[str, Sequence[str]]) -> list[str]:
-    """Columns that do not exist in their source, and reads of anything but the sources."""
-    aliases = [recipe.sources.left.alias, recipe.sources.right.alias]
+def queries(data: Any) -> list[tuple[str, str]]:
+    """(where, sql) of every query in a recipe's JSON, valid or not."""
+    if not isinstance(data, dict):
+        return []
+    found = []
+    if isinstance(data.get("match_sql"), str):
+        found.append(("match_sql", data["match_sql"]))
+    for i, step in enumerate(data.get("passes") or [] if isinstance(data.get("passes"), list) else []):
+        if isinstance(step, dict) and isinstance(step.get("match_sql"), str):
+            found.append((f"passes.{i}.match_sql", step["match_sql"]))
+    return found
+
+
+def problems(data: Any, columns: Mapping[str, Sequence[str]]) -> list[str]:
+    """Columns that do not exist in their source, and reads of anything but the sources.
+
+    Takes the recipe's JSON (valid or not), so these problems are listed with the others."""
+    aliases = list(columns)
     found: list[str] = []
-    for match_pass in recipe.match_passes():
-        where = "match_sql" if recipe.match_sql is not None else f"pass '{match_pass.name}'"
-        tree = _parse(match_pass.match_sql)
+    for where, sql in queries(data):
+        tree = _parse(sql)
         if tree is None:
             continue  # the engine reports the syntax error with its position
         for table in tree.find_all(exp.Table):

@@ -199,8 +199,8 @@ def check_recipe(raw: Any, context: ToolContext) -> tuple[Recipe | None, dict[st
         recipe = parse_recipe(data)
     except RecipeError as exc:
         problems += list(exc.problems) or [exc.message]
+    problems += sql_problems(data, columns)
     if recipe is not None:
-        problems += sql_problems(recipe, columns)
         for side in (recipe.sources.left, recipe.sources.right):
             for f in side.filters:
                 if f.column not in columns.get(side.alias, [f.column]):
