@@ -27,16 +27,16 @@ _ID_NAME = re.compile(
 _PAIR_COLUMNS = 8  # columns tried in pairs when no single column is a key
 
 
-def jsonable(value: Any) -> Any:
-    """A value as JSON can carry it: decimals as exact text, dates as ISO text."""
+def jsonable(value: Any, limit: int = MAX_TEXT) -> Any:
+    """A value as JSON can carry it: decimals as exact text, dates as ISO text, long text cut."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return value[:MAX_TEXT] + "…"
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "…"
     return value
 
 

@@ -9,6 +9,7 @@ proposal as the one the user accepted, which is the only recipe ``save_recipe`` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from kalla.agent.events import (
     ToolResult,
 )
 from kalla.agent.runner import ToolRunner
-from kalla.agent.tools import is_error, recipe_sha256
+from kalla.agent.tools import is_error
 from kalla.errors import ConflictError
 from kalla.settings import Settings
 
@@ -93,6 +94,30 @@ def record_tool(state: SessionState, name: str, result: dict[str, Any]) -> list[
     return events
 
 
+def _match_of(recipe: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides the matches: the SQL, cardinality and each side's alias and key."""
+    sources = recipe.get("sources") if isinstance(recipe.get("sources"), dict) else {}
+    sides = tuple(
+        (s.get("alias"), tuple(s.get("primary_key") or []), json.dumps(s.get("filters") or []))
+        for s in (sources.get("left") or {}, sources.get("right") or {})
+        if isinstance(s, dict)
+    )
+    passes = tuple(
+        (p.get("name"), p.get("match_sql")) for p in recipe.get("passes") or [] if isinstance(p, dict)
+    )
+    return (
+        recipe.get("match_sql"),
+        passes,
+        recipe.get("cardinality") or "many_to_many",
+        recipe.get("rank_by"),
+        sides,
+    )
+
+
+def _same_match(given: dict[str, Any], accepted: dict[str, Any]) -> bool:
+    return _match_of(given) == _match_of(accepted)
+
+
 def save_tool(state: SessionState, arguments: Any, save: SaveFn | None) -> dict[str, Any]:
     """``save_recipe``: only the exact proposal the user accepted."""
     recipe = arguments.get("recipe") if isinstance(arguments, dict) else None
@@ -103,7 +128,7 @@ def save_tool(state: SessionState, arguments: Any, save: SaveFn | None) -> dict[
             "the proposal and its preview, and ask them to press Accept",
             "problems": [],
         }
-    if isinstance(recipe, dict) and recipe.get("sources") and recipe_sha256(recipe) != proposal["sha256"]:
+    if isinstance(recipe, dict) and not _same_match(recipe, proposal["recipe"]):
         return {
             "error": "not saved: this is not the recipe the user accepted; only the accepted "
             "proposal can be saved",

@@ -38,6 +38,7 @@ from kalla.recipe.parse import describe_validation_error
 from kalla.suggest import did_you_mean
 
 MAX_SAMPLE_ROWS = 50
+MAX_CELL = 200  # characters of a cell shown in sample_rows
 SESSION_TOOLS = frozenset({"save_recipe"})
 # ``user:password@`` in a URI inside a message (issue 10 brings one shared scrubber).
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
@@ -142,7 +143,10 @@ def sample_rows(arguments: dict[str, Any], context: ToolContext) -> dict[str, An
     if not isinstance(limit, int) or limit < 1:
         raise RecipeError("'limit' must be a positive whole number")
     limit = min(limit, MAX_SAMPLE_ROWS)
-    rows = [{k: jsonable(v) for k, v in row.items()} for row in table.slice(0, limit).to_pylist()]
+    rows = [
+        {k: jsonable(v, MAX_CELL) for k, v in row.items()}
+        for row in table.slice(0, limit).to_pylist()
+    ]
     return {"alias": alias, "matching_rows": table.num_rows, "rows": rows, "limit": limit}
 
 
