@@ -64,14 +64,16 @@ def say(text: str) -> Reply:
 
 
 def call(name: str, arguments: dict[str, Any], text: str = "") -> Reply:
-    blocks: tuple[Text | ToolUse, ...] = (Text(text), ToolUse(name, arguments)) if text else (
-        ToolUse(name, arguments),
+    blocks: tuple[Text | ToolUse, ...] = (
+        (Text(text), ToolUse(name, arguments)) if text else (ToolUse(name, arguments),)
     )
     return Reply(blocks)
 
 
 OVERLOADED = Failure(529, "overloaded_error", "Overloaded")
-RATE_LIMITED = Failure(429, "rate_limit_error", "Number of request tokens has exceeded your rate limit")
+RATE_LIMITED = Failure(
+    429, "rate_limit_error", "Number of request tokens has exceeded your rate limit"
+)
 
 Step = Reply | Failure | Callable[[dict[str, Any]], "Reply | Failure"]
 
@@ -146,8 +148,13 @@ class MessagesServer:
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path.split("?")[0] != "/v1/messages":
-                    self._json(404, {"type": "error", "error": {"type": "not_found_error",
-                                                                "message": self.path}})
+                    self._json(
+                        404,
+                        {
+                            "type": "error",
+                            "error": {"type": "not_found_error", "message": self.path},
+                        },
+                    )
                     return
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 step = server._next(body)
@@ -162,7 +169,9 @@ class MessagesServer:
                 else:
                     self._json(200, _message(body, step))
 
-            def _json(self, status: int, data: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+            def _json(
+                self, status: int, data: dict[str, Any], extra: dict[str, str] | None = None
+            ) -> None:
                 raw = json.dumps(data).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -197,7 +206,9 @@ def _message(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         if isinstance(block, Text):
             content.append({"type": "text", "text": block.text})
         else:
-            content.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+            content.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
     return {
         "id": f"msg_{uuid.uuid4().hex[:20]}",
         "type": "message",
@@ -216,27 +227,73 @@ def _pieces(text: str, size: int = 12) -> list[str]:
 
 def _events(body: dict[str, Any], reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     start = _message(body, reply)
-    start.update(content=[], stop_reason=None, usage={"input_tokens": reply.input_tokens, "output_tokens": 1})
-    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    start.update(
+        content=[], stop_reason=None, usage={"input_tokens": reply.input_tokens, "output_tokens": 1}
+    )
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start})
+    ]
     events.append(("ping", {"type": "ping"}))
     for index, block in enumerate(reply.blocks):
         if isinstance(block, Text):
-            events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": {"type": "text", "text": ""}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
             for piece in _pieces(block.text):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "text_delta", "text": piece}}))
+                events.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "text_delta", "text": piece},
+                        },
+                    )
+                )
         else:
-            events.append(("content_block_start", {
-                "type": "content_block_start", "index": index,
-                "content_block": {"type": "tool_use", "id": block.id, "name": block.name, "input": {}},
-            }))
+            events.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": block.id,
+                            "name": block.name,
+                            "input": {},
+                        },
+                    },
+                )
+            )
             for piece in _pieces(json.dumps(block.input), 40):
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "input_json_delta", "partial_json": piece}}))
+                events.append(
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        },
+                    )
+                )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-                                     "usage": {"output_tokens": reply.output_tokens}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": reply.output_tokens},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return events

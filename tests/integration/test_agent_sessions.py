@@ -19,7 +19,6 @@ from messages_server import (
     RATE_LIMITED,
     MessagesServer,
     Reply,
-    Step,
     ToolUse,
     call,
     last_tool_result,
@@ -126,10 +125,21 @@ def test_a_full_build_from_two_uploads_to_a_saved_recipe(scripted: Scripted) -> 
     http, server = scripted.http, scripted.server
     server.add(
         call("list_sources", {}, "Let me look at both files."),
-        Reply((ToolUse("describe_source", {"alias": "ledger"}),
-               ToolUse("describe_source", {"alias": "bank"}))),
-        call("compare_columns", {"left_alias": "ledger", "left_column": "doc_ref",
-                                 "right_alias": "bank", "right_column": "reference"}),
+        Reply(
+            (
+                ToolUse("describe_source", {"alias": "ledger"}),
+                ToolUse("describe_source", {"alias": "bank"}),
+            )
+        ),
+        call(
+            "compare_columns",
+            {
+                "left_alias": "ledger",
+                "left_column": "doc_ref",
+                "right_alias": "bank",
+                "right_column": "reference",
+            },
+        ),
         call("propose_recipe", {"recipe": recipe()}),
         call("preview_recipe", {"recipe": recipe()}),
         lambda req: say(
@@ -178,14 +188,22 @@ def test_a_full_build_from_two_uploads_to_a_saved_recipe(scripted: Scripted) -> 
 
 def test_invalid_sql_is_corrected_and_refusals_are_streamed(scripted: Scripted) -> None:
     http, server = scripted.http, scripted.server
-    bad = recipe("SELECT l.entry_id, b.txn_id FROM ledger l JOIN bank b ON l.doc_reff = b.reference")
+    bad = recipe(
+        "SELECT l.entry_id, b.txn_id FROM ledger l JOIN bank b ON l.doc_reff = b.reference"
+    )
     server.add(
-        Reply((ToolUse("propose_recipe", {"recipe": recipe("DROP TABLE ledger")}),
-               ToolUse("describe_source", {"alias": "/etc/passwd"}))),
+        Reply(
+            (
+                ToolUse("propose_recipe", {"recipe": recipe("DROP TABLE ledger")}),
+                ToolUse("describe_source", {"alias": "/etc/passwd"}),
+            )
+        ),
         call("propose_recipe", {"recipe": bad}),
-        lambda req: call("propose_recipe", {"recipe": recipe()})
-        if "did you mean 'doc_ref'" in json.dumps(last_tool_result(req))
-        else say("no problems were reported"),
+        lambda req: (
+            call("propose_recipe", {"recipe": recipe()})
+            if "did you mean 'doc_ref'" in json.dumps(last_tool_result(req))
+            else say("no problems were reported")
+        ),
         say("Corrected."),
     )
     session = create(http)
@@ -233,7 +251,9 @@ def test_429_and_529_are_retried_then_reported_and_the_session_goes_on(scripted:
     events = converse(http, session["id"], "again")
     error = next(d for _, k, d in events if k == "error")
     assert "overloaded (HTTP 529)" in error["message"] and error["retryable"]
-    assert len(server.requests) == calls + 2  # the first try and one retry (KALLA_AGENT_MAX_RETRIES=1)
+    assert (
+        len(server.requests) == calls + 2
+    )  # the first try and one retry (KALLA_AGENT_MAX_RETRIES=1)
     server.add(say("Back."))
     assert kinds(converse(http, session["id"], "third"))[-1] == "done"
 
@@ -245,11 +265,15 @@ def test_session_requests_that_cannot_work_are_refused(scripted: Scripted, tmp_p
     bad = tmp_path / "broken.xlsx"
     bad.write_bytes(b"this is not a spreadsheet")
     refused = http.post(
-        "/api/agent/sessions", files={"broken": ("broken.xlsx", bad.read_bytes(), "application/octet-stream")}
+        "/api/agent/sessions",
+        files={"broken": ("broken.xlsx", bad.read_bytes(), "application/octet-stream")},
     )
     assert refused.status_code == 422 and "upload 'broken' (broken.xlsx)" in refused.text
     missing = "00000000-0000-4000-8000-000000000000"
-    assert http.post(f"/api/agent/sessions/{missing}/messages", json={"content": "x"}).status_code == 404
+    assert (
+        http.post(f"/api/agent/sessions/{missing}/messages", json={"content": "x"}).status_code
+        == 404
+    )
     session = create(http)
     assert http.post(f"/api/agent/sessions/{session['id']}/messages", json={}).status_code == 422
     nothing = http.post(f"/api/agent/sessions/{session['id']}/accept", json={})
@@ -281,7 +305,9 @@ def test_a_restart_mid_session_resumes_it(tmp_path: Path) -> None:
         def listen() -> None:
             try:
                 with streaming.stream(
-                    "POST", f"/api/agent/sessions/{session['id']}/messages", json={"content": "more"}
+                    "POST",
+                    f"/api/agent/sessions/{session['id']}/messages",
+                    json={"content": "more"},
                 ) as response:
                     for _, kind, _ in parse_sse(response.iter_lines()):
                         seen.append(kind)
@@ -314,11 +340,15 @@ def test_a_restart_mid_session_resumes_it(tmp_path: Path) -> None:
             history = server.requests[-1]["messages"]
             assert history[0]["content"][0]["text"] == "build it"
             assert any(
-                b.get("type") == "tool_result" for m in history for b in m["content"]
+                b.get("type") == "tool_result"
+                for m in history
+                for b in m["content"]
                 if isinstance(b, dict)
             )
             assert history[-1]["content"][-1]["text"] == "are you back?"
-            accepted = http.post(f"/api/agent/sessions/{session['id']}/accept", json={"recipe_id": "resumed"})
+            accepted = http.post(
+                f"/api/agent/sessions/{session['id']}/accept", json={"recipe_id": "resumed"}
+            )
             assert accepted.status_code == 201, accepted.text
         finally:
             app.stop()
@@ -339,11 +369,16 @@ def test_without_a_key_the_builder_answers_and_says_so(tmp_path: Path) -> None:
         text = "".join(d["text"] for _, k, d in events if k == "text_delta")
         assert "ANTHROPIC_API_KEY is not set" in text
         assert [d["name"] for _, k, d in events if k == "tool_call"] == [
-            "describe_source", "describe_source", "suggest_recipe", "preview_recipe"
+            "describe_source",
+            "describe_source",
+            "suggest_recipe",
+            "preview_recipe",
         ]
         preview = next(d for _, k, d in events if k == "preview")["preview"]
         assert preview["counts"]["matched_rows"] == 360
-        accepted = http.post(f"/api/agent/sessions/{session['id']}/accept", json={"name": "Ledger/bank"})
+        accepted = http.post(
+            f"/api/agent/sessions/{session['id']}/accept", json={"name": "Ledger/bank"}
+        )
         assert accepted.status_code == 201, accepted.text
         recipe_id = accepted.json()["recipe_id"]
         run = upload(http, recipe_id, FILES)

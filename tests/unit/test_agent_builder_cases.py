@@ -97,8 +97,15 @@ def score_case(case: str, tmp: Path) -> Score:
     ran = runner.invoke(
         app,
         [
-            "run", str(recipe_path), "--output", str(tmp / "out"), "--json",
-            "--source", f"{left['alias']}={left_file}", "--source", f"{right['alias']}={right_file}",
+            "run",
+            str(recipe_path),
+            "--output",
+            str(tmp / "out"),
+            "--json",
+            "--source",
+            f"{left['alias']}={left_file}",
+            "--source",
+            f"{right['alias']}={right_file}",
         ],
         env=env,
     )

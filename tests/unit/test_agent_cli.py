@@ -20,13 +20,22 @@ def _suggest(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 def test_suggest_writes_the_recipe_and_prints_the_rule_and_the_preview(tmp_path: Path) -> None:
     out = tmp_path / "recipe.json"
     code, stdout, stderr = _suggest(
-        tmp_path, str(CASE / "vendor_statement.xlsx"), str(CASE / "purchase_ledger.csv"), "-o", str(out)
+        tmp_path,
+        str(CASE / "vendor_statement.xlsx"),
+        str(CASE / "purchase_ledger.csv"),
+        "-o",
+        str(out),
     )
     assert code == 0, stderr
     recipe = json.loads(out.read_text())
     assert recipe["sources"]["left"]["alias"] == "vendor_statement"
     assert recipe["sources"]["left"]["type"] == "file"
-    for words in ("What the data shows", "The rule", "Preview on the whole files", "Run it yourself"):
+    for words in (
+        "What the data shows",
+        "The rule",
+        "Preview on the whole files",
+        "Run it yourself",
+    ):
         assert words in stdout
     assert not list((tmp_path / "st").glob("suggest-*")), "the scratch directory is removed"
 
@@ -34,8 +43,12 @@ def test_suggest_writes_the_recipe_and_prints_the_rule_and_the_preview(tmp_path:
 def test_suggest_json_carries_recipe_findings_preview_and_the_run_command(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code, stdout, stderr = _suggest(
-        tmp_path, str(CASE / "vendor_statement.xlsx"), str(CASE / "purchase_ledger.csv"),
-        "-o", str(out), "--json",
+        tmp_path,
+        str(CASE / "vendor_statement.xlsx"),
+        str(CASE / "purchase_ledger.csv"),
+        "-o",
+        str(out),
+        "--json",
     )
     assert code == 0, stderr
     answer = json.loads(stdout)
@@ -58,7 +71,9 @@ def test_an_existing_recipe_file_is_kept_unless_overwrite(tmp_path: Path) -> Non
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    code, _, stderr = _suggest(tmp_path, str(tmp_path / "nope.csv"), str(CASE / "purchase_ledger.csv"))
+    code, _, stderr = _suggest(
+        tmp_path, str(tmp_path / "nope.csv"), str(CASE / "purchase_ledger.csv")
+    )
     assert code == 3
     assert "file not found" in stderr and "nope.csv" in stderr
 

@@ -54,7 +54,9 @@ def test_window_is_the_run_of_lags_above_chance() -> None:
     rng = np.random.default_rng(1)
     true_lags = rng.integers(0, 5, 400)
     chance = rng.integers(-100, 100, 300)
-    found = window_from_lags(np.concatenate([true_lags, chance]).astype(float), chance.astype(float))
+    found = window_from_lags(
+        np.concatenate([true_lags, chance]).astype(float), chance.astype(float)
+    )
     assert found is not None
     assert (found[0], found[1]) == (0, 4)
 
@@ -152,12 +154,20 @@ def _unkeyed_pair(seed: int = 9) -> tuple[pa.Table, pa.Table]:
     names = ["Acme Corporation", "Globex Ltd", "Initech GmbH", "Hooli Inc", "Pied Piper"]
     rows, lines = [], []
     for i in range(250):
-        amount = Decimal(rng.choice(["500.00", "1000.00"])) if rng.random() < 0.4 else _amounts(rng, 1)[0]
+        amount = (
+            Decimal(rng.choice(["500.00", "1000.00"]))
+            if rng.random() < 0.4
+            else _amounts(rng, 1)[0]
+        )
         when = date(2024, 1, 1) + timedelta(days=rng.randrange(200))
         customer = rng.choice(names)
         rows.append(
-            {"entry": f"E{rng.randrange(10**6)}-{i}", "customer": customer, "date": when,
-             "amount": amount}
+            {
+                "entry": f"E{rng.randrange(10**6)}-{i}",
+                "customer": customer,
+                "date": when,
+                "amount": amount,
+            }
         )
         lines.append(
             {

@@ -13,12 +13,24 @@ from sqlglot import exp
 from typer.testing import CliRunner
 
 from kalla.agent.columns import Kind
-from kalla.cli import app
 from kalla.agent.normalize import LADDER, Normalisation
+from kalla.cli import app
 
 LEFT = [
-    "INV-000123", " inv-123 ", "INV-2024-000123", "123", "0", "N/A", "", "ab-12", "AB 12",
-    "Äbc-7", "x 0012 y 34", "Ref: 00042.", "042", None,
+    "INV-000123",
+    " inv-123 ",
+    "INV-2024-000123",
+    "123",
+    "0",
+    "N/A",
+    "",
+    "ab-12",
+    "AB 12",
+    "Äbc-7",
+    "x 0012 y 34",
+    "Ref: 00042.",
+    "042",
+    None,
 ]
 RIGHT_TEXT = ["123", "INV-123", "inv-000123", "AB12", "ab-12", "34", "42", "N/A", "0", "ÄBC-7", ""]
 RIGHT_INT = [123, 12, 42, 34, 7, 0, 2024000123]
@@ -30,7 +42,9 @@ def _predicted(norm: Normalisation, left: pa.Array, right: pa.Array) -> set[tupl
     return {(i, j) for i, a in enumerate(lv) for j, b in enumerate(rv) if a is not None and a == b}
 
 
-def _matched(norm: Normalisation, left: pa.Array, right: pa.Array, kind: Kind, tmp: Path) -> set[tuple[int, int]]:
+def _matched(
+    norm: Normalisation, left: pa.Array, right: pa.Array, kind: Kind, tmp: Path
+) -> set[tuple[int, int]]:
     lpath, rpath = tmp / "l.parquet", tmp / "r.parquet"
     pq.write_table(pa.table({"lid": range(len(left)), "v": left}), lpath)
     pq.write_table(pa.table({"rid": range(len(right)), "w": right}), rpath)
@@ -39,7 +53,9 @@ def _matched(norm: Normalisation, left: pa.Array, right: pa.Array, kind: Kind, t
         expression=norm.sql(exp.column("w", table="r", quoted=True), kind),
     )
     sql = (
-        exp.select(exp.column("lid", table="l", quoted=True), exp.column("rid", table="r", quoted=True))
+        exp.select(
+            exp.column("lid", table="l", quoted=True), exp.column("rid", table="r", quoted=True)
+        )
         .from_(exp.to_table("l"))
         .join(exp.to_table("r"), on=condition)
         .sql(dialect="postgres")
@@ -56,7 +72,16 @@ def _matched(norm: Normalisation, left: pa.Array, right: pa.Array, kind: Kind, t
     (tmp / "recipe.json").write_text(json.dumps(recipe))
     result = CliRunner().invoke(
         app,
-        ["run", str(tmp / "recipe.json"), "-s", f"l={lpath}", "-s", f"r={rpath}", "-o", str(tmp / "out")],
+        [
+            "run",
+            str(tmp / "recipe.json"),
+            "-s",
+            f"l={lpath}",
+            "-s",
+            f"r={rpath}",
+            "-o",
+            str(tmp / "out"),
+        ],
         env={"STAGING_PATH": str(tmp / "staging")},
     )
     assert result.exit_code == 0, result.output

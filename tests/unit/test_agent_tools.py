@@ -21,8 +21,11 @@ def _context(tmp_path: Path, **options: Any) -> ToolContext:
             SessionSource("ledger", str(CASE / "ledger.csv"), name="ledger.csv"),
             SessionSource("bank", str(CASE / "bank.csv"), name="bank.csv"),
             SessionSource(
-                "erp", "postgres://erp:Sup3r-Secret@db.internal:5432/erp?table=gl",
-                type="postgres", name="erp", origin="registered",
+                "erp",
+                "postgres://erp:Sup3r-Secret@db.internal:5432/erp?table=gl",
+                type="postgres",
+                name="erp",
+                origin="registered",
             ),
         ),
         work_dir=tmp_path / "work",
@@ -45,7 +48,7 @@ def _recipe(sql: str, **extra: Any) -> dict[str, Any]:
 
 
 GOOD_SQL = (
-    'SELECT l.entry_id, b.txn_id FROM ledger l JOIN bank b ON l.doc_ref = b.reference '
+    "SELECT l.entry_id, b.txn_id FROM ledger l JOIN bank b ON l.doc_ref = b.reference "
     "AND tolerance_match(l.amount, b.amount, 0.05)"
 )
 
@@ -53,8 +56,15 @@ GOOD_SQL = (
 def test_every_tool_has_a_schema_the_model_is_offered() -> None:
     names = [t["name"] for t in tool_schemas()]
     assert names == list(TOOLS)
-    assert {"list_sources", "describe_source", "sample_rows", "compare_columns",
-            "propose_recipe", "preview_recipe", "save_recipe"} <= set(names)
+    assert {
+        "list_sources",
+        "describe_source",
+        "sample_rows",
+        "compare_columns",
+        "propose_recipe",
+        "preview_recipe",
+        "save_recipe",
+    } <= set(names)
     assert all(t["input_schema"]["type"] == "object" for t in tool_schemas())
 
 
@@ -87,8 +97,12 @@ def test_without_row_sharing_the_model_gets_statistics_only(tmp_path: Path) -> N
     assert "KALLA_AGENT_SHARE_ROWS=false" in refused["error"]
     compared = run_tool(
         "compare_columns",
-        {"left_alias": "ledger", "left_column": "doc_ref", "right_alias": "bank",
-         "right_column": "reference"},
+        {
+            "left_alias": "ledger",
+            "left_column": "doc_ref",
+            "right_alias": "bank",
+            "right_column": "reference",
+        },
         context,
     )
     assert all("examples" not in n for n in compared["normalisations"])
@@ -100,15 +114,19 @@ def test_without_row_sharing_the_model_gets_statistics_only(tmp_path: Path) -> N
 def test_sample_rows_filters_with_the_recipe_ops_and_caps_the_rows(tmp_path: Path) -> None:
     answer = run_tool(
         "sample_rows",
-        {"alias": "bank", "filters": [{"column": "amount", "op": "between", "value": [100, 200]}],
-         "limit": 500},
+        {
+            "alias": "bank",
+            "filters": [{"column": "amount", "op": "between", "value": [100, 200]}],
+            "limit": 500,
+        },
         _context(tmp_path),
     )
     assert answer["limit"] == 50
     assert answer["rows"]
     assert all(100 <= float(r["amount"]) <= 200 for r in answer["rows"])
     bad = run_tool(
-        "sample_rows", {"alias": "bank", "filters": [{"column": "amout", "op": "eq", "value": 1}]},
+        "sample_rows",
+        {"alias": "bank", "filters": [{"column": "amout", "op": "eq", "value": 1}]},
         _context(tmp_path),
     )
     assert "did you mean 'amount'" in bad["error"]
@@ -117,16 +135,24 @@ def test_sample_rows_filters_with_the_recipe_ops_and_caps_the_rows(tmp_path: Pat
 def test_compare_columns_finds_the_key_and_tells_a_grouping_column_apart(tmp_path: Path) -> None:
     key = run_tool(
         "compare_columns",
-        {"left_alias": "ledger", "left_column": "doc_ref", "right_alias": "bank",
-         "right_column": "reference"},
+        {
+            "left_alias": "ledger",
+            "left_column": "doc_ref",
+            "right_alias": "bank",
+            "right_column": "reference",
+        },
         _context(tmp_path),
     )
     assert key["recommended"] == "exact"
     assert "good join key" in key["reading"]
     grouping = run_tool(
         "compare_columns",
-        {"left_alias": "ledger", "left_column": "posting_date", "right_alias": "bank",
-         "right_column": "value_date"},
+        {
+            "left_alias": "ledger",
+            "left_column": "posting_date",
+            "right_alias": "bank",
+            "right_column": "value_date",
+        },
         _context(tmp_path),
     )
     assert "not a key" in grouping["reading"] or "duplicates" in grouping["reading"]
@@ -209,15 +235,19 @@ def test_a_sql_error_at_run_time_is_named(tmp_path: Path) -> None:
 
 
 def test_suggest_recipe_is_the_builder_as_a_tool(tmp_path: Path) -> None:
-    answer = run_tool("suggest_recipe", {"left_alias": "ledger", "right_alias": "bank"},
-                      _context(tmp_path))
+    answer = run_tool(
+        "suggest_recipe", {"left_alias": "ledger", "right_alias": "bank"}, _context(tmp_path)
+    )
     assert answer["valid"] is True
     assert [p["name"] for p in answer["recipe"]["passes"]] == ["exact", "within_tolerance"]
     assert any("key:" in f for f in answer["findings"])
 
 
 def test_unknown_tools_and_bad_arguments_answer_errors(tmp_path: Path) -> None:
-    assert "did you mean 'describe_source'" in run_tool("describe_sources", {}, _context(tmp_path))["error"]
+    assert (
+        "did you mean 'describe_source'"
+        in run_tool("describe_sources", {}, _context(tmp_path))["error"]
+    )
     assert "JSON object" in run_tool("describe_source", ["x"], _context(tmp_path))["error"]
     assert "handled by the session" in run_tool("save_recipe", {}, _context(tmp_path))["error"]
     assert "'alias' is required" in run_tool("describe_source", {}, _context(tmp_path))["error"]

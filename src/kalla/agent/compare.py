@@ -165,9 +165,7 @@ def numeric_overlaps(
 def text_overlaps(
     left: pa.ChunkedArray, right: pa.ChunkedArray, *, examples: bool = False
 ) -> list[Overlap]:
-    return [
-        value_overlap(n.name, n.apply(left), n.apply(right), examples=examples) for n in LADDER
-    ]
+    return [value_overlap(n.name, n.apply(left), n.apply(right), examples=examples) for n in LADDER]
 
 
 def compare(
@@ -191,8 +189,10 @@ def compare(
     numeric = (Kind.INTEGER, Kind.DECIMAL, Kind.FLOAT)
     if left_info.is_measure and right_info.is_measure:
         return numeric_overlaps(left, right, examples=examples)
-    if left_info.kind in numeric and right_info.kind in numeric and not (
-        left_info.kind is Kind.INTEGER and right_info.kind is Kind.INTEGER
+    if (
+        left_info.kind in numeric
+        and right_info.kind in numeric
+        and not (left_info.kind is Kind.INTEGER and right_info.kind is Kind.INTEGER)
     ):
         return numeric_overlaps(left, right, examples=examples)
     return text_overlaps(left, right, examples=examples)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -248,7 +248,9 @@ def primary_key(side: Side) -> tuple[tuple[str, ...], str | None]:
 # --- linked pairs and corroboration ----------------------------------------------------------
 
 
-def _joined(left: pa.ChunkedArray, right: pa.ChunkedArray, expected: int) -> tuple[np.ndarray, ...]:
+def _joined(
+    left: pa.ChunkedArray, right: pa.ChunkedArray, expected: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (left, right) of every pair with equal values; a sample beyond PAIR_LIMIT."""
     lt = pa.table({"v": left, "li": pa.array(np.arange(len(left), dtype=np.int64))})
     rt = pa.table({"v": right, "ri": pa.array(np.arange(len(right), dtype=np.int64))})
@@ -271,7 +273,9 @@ def _key_values(side: Side, links: Sequence[KeyLink], left: bool) -> pa.ChunkedA
     return pc.binary_join_element_wise(*parts, "\x1f")
 
 
-def linked_pairs(left: Side, right: Side, links: Sequence[KeyLink]) -> tuple[np.ndarray, ...]:
+def linked_pairs(
+    left: Side, right: Side, links: Sequence[KeyLink]
+) -> tuple[np.ndarray, np.ndarray]:
     expected = links[0].overlap.pairs if len(links) == 1 else PAIR_LIMIT + 1
     return _joined(_key_values(left, links, True), _key_values(right, links, False), expected)
 
@@ -323,8 +327,11 @@ def key_links(left: Side, right: Side) -> list[KeyLink]:
     for lc, rc in itertools.product(left.keyable(), right.keyable()):
         overlaps = [
             counts_overlap(
-                n.name, left.counts(lc.name, n.name), right.counts(rc.name, n.name),
-                left.rows, right.rows,
+                n.name,
+                left.counts(lc.name, n.name),
+                right.counts(rc.name, n.name),
+                left.rows,
+                right.rows,
             )
             for n in LADDER
         ]
@@ -356,7 +363,9 @@ def _name_affinity(link: KeyLink) -> int:
 
 def composite_overlap(left: Side, right: Side, links: Sequence[KeyLink]) -> Overlap:
     lv, rv = _key_values(left, links, True), _key_values(right, links, False)
-    return counts_overlap("composite", value_counts(lv, "l"), value_counts(rv, "r"), len(lv), len(rv))
+    return counts_overlap(
+        "composite", value_counts(lv, "l"), value_counts(rv, "r"), len(lv), len(rv)
+    )
 
 
 def choose_keys(
@@ -423,62 +432,67 @@ def _linked_stats(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> _L
     return _Linked(coverage, min(found_l, found_r) / len(li))
 
 
+_Pairs = Callable[[], tuple[np.ndarray, np.ndarray]]
+_Candidate = tuple[tuple[KeyLink, ...], "DateLink | None", "_Linked", _Pairs]
+
+
+def _pair_candidate(left: Side, right: Side, a: KeyLink, b: KeyLink) -> _Candidate | None:
+    """Two links as one key; with a date among them, equality only when the lags of the rows
+    the other link joins (and whose amounts agree) pile up on the same day."""
+    dated = [k for k in (a, b) if k.normalisation == "same_day"]
+    if len(dated) == 2:
+        return None
+    if dated:
+        date = dated[0]
+        other = b if a is date else a
+        li, ri = linked_pairs(left, right, [other])
+        ldays, rdays = left.days(date.left.name), right.days(date.right.name)
+        lags = rdays[ri] - ldays[li]
+        agree = _amounts_agree(left, right, li, ri)
+        learnt = window_from_lags(lags[agree], chance_lags(ldays, rdays, li[agree], ri[agree]))
+        if learnt is None:
+            return None
+        low, high, _ = learnt
+        if (low, high) != (0, 0):
+            with np.errstate(invalid="ignore"):
+                keep = (lags >= low) & (lags <= high)
+            kept = (li[keep], ri[keep])
+            window = DateLink(date.left, date.right, low, high)
+            return (other,), window, _linked_stats(left, right, *kept), lambda: kept
+    overlap = composite_overlap(left, right, (a, b))
+    stats = _Linked(overlap.coverage, overlap.specificity)
+
+    def pairs() -> tuple[np.ndarray, np.ndarray]:
+        li, ri = linked_pairs(left, right, (a, b))
+        return li, ri
+
+    return (a, b), None, stats, pairs
+
+
 def _composite(
     left: Side, right: Side, links: list[KeyLink], single: KeyLink | None
 ) -> tuple[tuple[KeyLink, ...], DateLink | None] | None:
-    """Two links that together identify records. A date in the pair is an equality only when
-    the lags of the rows the other link joins pile up on the same day; otherwise the pair is
-    the other link plus a date window learnt from those lags (a timestamp settled hours later,
-    a deposit booked the next morning)."""
+    """Two links that together identify records (``_pair_candidate``), corroborated, and
+    clearly better than the best single link."""
     pool = sorted(
         (k for k in links if k.overlap.coverage >= 0.5), key=lambda k: -k.overlap.coverage
     )[:10]
-    to_beat = single.overlap.score if single is not None else 0.0
-    found: tuple[tuple[tuple[KeyLink, ...], DateLink | None], float] | None = None
+    best_score = (single.overlap.score if single is not None else 0.0) + 0.05
+    found: tuple[tuple[KeyLink, ...], DateLink | None] | None = None
     for a, b in itertools.combinations(pool, 2):
         if a.left.name == b.left.name or a.right.name == b.right.name:
             continue
-        dated = [k for k in (a, b) if k.normalisation == "same_day"]
-        if len(dated) == 2:
+        candidate = _pair_candidate(left, right, a, b)
+        if candidate is None:
             continue
-        window: DateLink | None = None
-        if dated:
-            date, other = dated[0], (b if a is dated[0] else a)
-            li, ri = linked_pairs(left, right, [other])
-            ldays, rdays = left.days(date.left.name), right.days(date.right.name)
-            lags = rdays[ri] - ldays[li]
-            agree = _amounts_agree(left, right, li, ri)
-            learnt = window_from_lags(
-                lags[agree], chance_lags(ldays, rdays, li[agree], ri[agree])
-            )
-            if learnt is None:
-                continue
-            low, high, _ = learnt
-            if (low, high) != (0, 0):
-                window = DateLink(date.left, date.right, low, high)
-                with np.errstate(invalid="ignore"):
-                    keep = (lags >= low) & (lags <= high)
-                li, ri = li[keep], ri[keep]
-                stats = _linked_stats(left, right, li, ri)
-                candidate: tuple[tuple[KeyLink, ...], DateLink | None] = ((other,), window)
-        if window is None:
-            overlap = composite_overlap(left, right, (a, b))
-            stats = _Linked(overlap.coverage, overlap.specificity)
-            candidate = ((a, b), None)
-            if stats.specificity < 0.8 or stats.coverage < MIN_COVERAGE:
-                continue
-            if stats.score <= to_beat + 0.05 or (found and stats.score <= found[1]):
-                continue
-            li, ri = linked_pairs(left, right, (a, b))
-        elif stats.specificity < 0.8 or stats.coverage < MIN_COVERAGE:
+        keys, window, stats, pairs = candidate
+        if stats.specificity < 0.8 or stats.coverage < MIN_COVERAGE or stats.score <= best_score:
             continue
-        elif stats.score <= to_beat + 0.05 or (found and stats.score <= found[1]):
-            continue
-        evidence = corroboration(left, right, li, ri)
+        evidence = corroboration(left, right, *pairs())
         if evidence is not None and evidence < MIN_EVIDENCE:
             continue
-        found = (candidate, stats.score)
-    return found[0] if found else None
+        found, best_score = (keys, window), stats.score
+    return found
 
 
 # --- amounts and tolerance -------------------------------------------------------------------
@@ -555,16 +569,19 @@ def amount_link(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Amou
     finite = d[np.isfinite(d)]
     if tolerance is None:
         breaks = int(np.sum(np.abs(finite) > 1e-9))
-        return AmountLink(link.left, link.right, link.sign, None, link.exact_share,
-                          link.exact_share, breaks)
+        return AmountLink(
+            link.left, link.right, link.sign, None, link.exact_share, link.exact_share, breaks
+        )
     within = float(np.mean(np.abs(finite) <= tolerance + 1e-9)) if len(finite) else 0.0
     breaks = int(np.sum(np.abs(finite) > tolerance + 1e-9))
-    return AmountLink(link.left, link.right, link.sign, _decimal(tolerance), link.exact_share,
-                      within, breaks)
+    return AmountLink(
+        link.left, link.right, link.sign, _decimal(tolerance), link.exact_share, within, breaks
+    )
 
 
-def _amount_pairs_ok(link: AmountLink | None, left: Side, right: Side,
-                     li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+def _amount_pairs_ok(
+    link: AmountLink | None, left: Side, right: Side, li: np.ndarray, ri: np.ndarray
+) -> np.ndarray:
     """Which linked pairs the amount condition keeps."""
     if link is None:
         return np.ones(len(li), dtype=bool)
@@ -627,9 +644,11 @@ def chance_lags(
 ) -> np.ndarray:
     """Lags of the same rows paired at random (four shuffles): what chance alone gives."""
     rng = _rng()
-    return np.concatenate(
-        [right_days[rng.permutation(ri)] - left_days[li] for _ in range(4)]
-    ) if len(li) else np.array([])
+    return (
+        np.concatenate([right_days[rng.permutation(ri)] - left_days[li] for _ in range(4)])
+        if len(li)
+        else np.array([])
+    )
 
 
 def window_from_lags(lags: np.ndarray, chance: np.ndarray) -> tuple[int, int, float] | None:
@@ -718,7 +737,9 @@ def counterparty(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Tex
         keep = np.isin(li, chosen)
         li, ri = li[keep], ri[keep]
     shuffle = _rng().permutation(right.rows)
-    left_keys = set(left.profile.key_candidates[0].columns) if left.profile.key_candidates else set()
+    left_keys = (
+        set(left.profile.key_candidates[0].columns) if left.profile.key_candidates else set()
+    )
     best: tuple[float, TextLink] | None = None
     for lc, rc in itertools.product(left.texts(), right.texts()):
         if lc.name in left_keys:
@@ -727,7 +748,10 @@ def counterparty(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Tex
         lw, rw = left.first_words(lc.name), right.first_words(rc.name)
         for rule in TextRule:
             agrees = np.array(
-                [_text_agrees(rule, lf[i], rf[j], lw[i], rw[j]) for i, j in zip(li, ri, strict=True)],
+                [
+                    _text_agrees(rule, lf[i], rf[j], lw[i], rw[j])
+                    for i, j in zip(li, ri, strict=True)
+                ],
                 dtype=bool,
             )
             by_chance = np.array(
@@ -746,7 +770,9 @@ def counterparty(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Tex
     return best[1] if best else None
 
 
-def _text_ok(link: TextLink | None, left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> np.ndarray:
+def _text_ok(
+    link: TextLink | None, left: Side, right: Side, li: np.ndarray, ri: np.ndarray
+) -> np.ndarray:
     if link is None:
         return np.ones(len(li), dtype=bool)
     lf, rf = left.folded(link.left.name), right.folded(link.right.name)
@@ -779,7 +805,7 @@ def design_match(
     left_key, warning = primary_key(left)
     right_key, warning_right = primary_key(right)
     findings += [w for w in (warning, warning_right) if w]
-    base = {
+    base: dict[str, object] = {
         "left_alias": left_alias,
         "right_alias": right_alias,
         "left_columns": tuple(left.columns()),
@@ -847,8 +873,9 @@ def _keyed(
     )
 
 
-def _in_window(link: DateLink | None, left: Side, right: Side, li: np.ndarray,
-               ri: np.ndarray) -> np.ndarray:
+def _in_window(
+    link: DateLink | None, left: Side, right: Side, li: np.ndarray, ri: np.ndarray
+) -> np.ndarray:
     if link is None:
         return np.ones(len(li), dtype=bool)
     lags = right.days(link.right.name)[ri] - left.days(link.left.name)[li]

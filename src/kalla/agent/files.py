@@ -42,9 +42,7 @@ class FileSuggestion:
         }
 
 
-def suggest_files(
-    left: Path, right: Path, *, settings: Settings | None = None
-) -> FileSuggestion:
+def suggest_files(left: Path, right: Path, *, settings: Settings | None = None) -> FileSuggestion:
     """Stage both files, design and write the recipe, preview it on the whole files."""
     settings = settings or get_settings()
     for path in (left, right):

@@ -88,9 +88,7 @@ DIGITS = Normalisation(
     apply_text=lambda v: _null_if_empty(
         pc.utf8_ltrim(pc.replace_substring_regex(v, "[^0-9]", ""), "0")
     ),
-    sql_text=lambda c: _null_if_empty_sql(
-        _call("ltrim", _regexp_sql(c, "[^0-9]", ""), _s("0"))
-    ),
+    sql_text=lambda c: _null_if_empty_sql(_call("ltrim", _regexp_sql(c, "[^0-9]", ""), _s("0"))),
 )
 LAST_NUMBER = Normalisation(
     name="last_number",

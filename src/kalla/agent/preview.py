@@ -90,7 +90,8 @@ def _sample_pair(
     if found.keys:
         lb = _bucket(left.column(found.keys[0].left), buckets)
         rb = _bucket(right.column(found.keys[0].right), buckets)
-        how = f"rows whose '{found.keys[0].left}' / '{found.keys[0].right}' key falls in 1 of {buckets} hash buckets"
+        key = f"'{found.keys[0].left}' / '{found.keys[0].right}'"
+        how = f"rows whose {key} key falls in 1 of {buckets} hash buckets"
     elif found.amount is not None:
         lb = _amount_bucket(left.column(found.amount.left), buckets)
         rb = _amount_bucket(right.column(found.amount.right), buckets)
@@ -137,7 +138,11 @@ def preview(recipe: Recipe, context: ToolContext) -> dict[str, Any]:
     columns = {la: left.column_names, ra: right.column_names}
     found = _classify(links(recipe, columns), left, right)
     paths = {la: str(context.staged_path(la)), ra: str(context.staged_path(ra))}
-    scope: dict[str, Any] = {"whole": True, "left_rows": left.num_rows, "right_rows": right.num_rows}
+    scope: dict[str, Any] = {
+        "whole": True,
+        "left_rows": left.num_rows,
+        "right_rows": right.num_rows,
+    }
     if max(left.num_rows, right.num_rows) > context.preview_rows:
         left, right, how = _sample_pair(left, right, found, context.preview_rows)
         sample_dir = context.work_dir / "preview-sample"
@@ -311,7 +316,11 @@ class _Misses:
                 rows = self._lookup(other, self._column(other, amount), "amount").get(cents)
                 if rows:
                     candidate = table.slice(rows[0], 1).to_pylist()[0]
-                    what = "no record shares its reference; the same amount" if self.found.keys else "same amount"
+                    what = (
+                        "no record shares its reference; the same amount"
+                        if self.found.keys
+                        else "same amount"
+                    )
                     return self._differences(row, candidate, side, what), candidate
         what = "reference or amount" if self.found.keys else "amount"
         return f"nothing on the other side has the same {what}", None
@@ -322,8 +331,9 @@ class _Misses:
         parts = [prefix]
         amount, date = self.found.amount, self.found.date
         if amount is not None:
-            mine, theirs = row.get(self._column(side, amount)), candidate.get(
-                self._column("right" if side == "left" else "left", amount)
+            mine, theirs = (
+                row.get(self._column(side, amount)),
+                candidate.get(self._column("right" if side == "left" else "left", amount)),
             )
             if mine is not None and theirs is not None:
                 a, b = float(mine), float(theirs)
@@ -353,4 +363,3 @@ def _day(value: Any) -> int | None:
         return int(as_days(array, info).to_pylist()[0])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
         return None
-

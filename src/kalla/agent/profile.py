@@ -175,6 +175,8 @@ def key_candidates(table: pa.Table, columns: tuple[ColumnProfile, ...]) -> tuple
         combos = table.select([a.name, b.name]).group_by([a.name, b.name]).aggregate([]).num_rows
         if combos / rows >= 0.98:
             ordered = sorted((a, b), key=lambda c: columns.index(c))
-            pairs.append(KeyCandidate(tuple(c.name for c in ordered), combos / rows, combos == rows))
+            pairs.append(
+                KeyCandidate(tuple(c.name for c in ordered), combos / rows, combos == rows)
+            )
     pairs.sort(key=lambda k: (not k.unique, -k.distinct_share))
     return tuple((found + pairs)[:5])

@@ -39,7 +39,7 @@ def _double(value: exp.Expression) -> exp.Expression:
     return exp.cast(value, exp.DataType.build("DOUBLE"))
 
 
-def _num(value: object) -> exp.Literal:
+def _num(value: object) -> exp.Expression:
     return exp.Literal.number(str(value))
 
 
@@ -92,8 +92,13 @@ def lag_expr(design: Design, link: DateLink) -> exp.Expression:
 
 
 def _folded(value: exp.Expression) -> exp.Expression:
-    stripped = _call("regexp_replace", value, exp.Literal.string("[^A-Za-z0-9]"),
-                     exp.Literal.string(""), exp.Literal.string("g"))
+    stripped = _call(
+        "regexp_replace",
+        value,
+        exp.Literal.string("[^A-Za-z0-9]"),
+        exp.Literal.string(""),
+        exp.Literal.string("g"),
+    )
     return exp.Nullif(this=exp.Upper(this=stripped), expression=exp.Literal.string(""))
 
 
@@ -105,7 +110,7 @@ def _first_word(value: exp.Expression) -> exp.Expression:
 def _contained(needle: exp.Expression, haystack: exp.Expression) -> exp.Expression:
     long_enough = exp.GTE(this=_call("character_length", needle), expression=_num(3))
     found = exp.GT(this=_call("strpos", haystack, needle), expression=_num(0))
-    return exp.and_(long_enough, found)
+    return exp.And(this=long_enough, expression=found)
 
 
 def text_condition(design: Design, link: TextLink) -> exp.Expression:
@@ -115,7 +120,7 @@ def text_condition(design: Design, link: TextLink) -> exp.Expression:
         return exp.EQ(this=_folded(left), expression=_folded(right))
     if link.rule is TextRule.CONTAINS:
         a, b = _folded(left), _folded(right)
-        return exp.paren(exp.or_(_contained(a, b), _contained(b, a)))
+        return exp.paren(exp.Or(this=_contained(a, b), expression=_contained(b, a)))
     if link.rule is TextRule.FIRST_WORD:
         return _contained(_first_word(left), _folded(right))
     return _contained(_first_word(right), _folded(left))
@@ -166,7 +171,9 @@ def _select(design: Design, conditions: list[exp.Expression]) -> str:
             seen.add((alias, info.name))
             columns.append(col(alias, info))
     if design.one_to_one:
-        columns.append(exp.alias_(rank_expr(design), RANK, quoted=True))
+        columns.append(
+            exp.Alias(this=rank_expr(design), alias=exp.to_identifier(RANK, quoted=True))
+        )
     query = (
         exp.select(*columns)
         .from_(exp.to_table(la, quoted=True))
@@ -192,12 +199,18 @@ def passes(design: Design) -> list[PassSql]:
         exact = exp.EQ(this=left, expression=right)
         result = []
         if amount.tolerance is None or amount.exact_share > 0:
-            result.append(PassSql("exact", _select(design, [*keys, exact]),
-                                  "same key, amounts equal"))
+            result.append(
+                PassSql("exact", _select(design, [*keys, exact]), "same key, amounts equal")
+            )
         if amount.tolerance is not None:
             within = _call("tolerance_match", left, right, _num(amount.tolerance))
-            result.append(PassSql("within_tolerance", _select(design, [*keys, within]),
-                                  f"same key, amounts within {amount.tolerance}"))
+            result.append(
+                PassSql(
+                    "within_tolerance",
+                    _select(design, [*keys, within]),
+                    f"same key, amounts within {amount.tolerance}",
+                )
+            )
         return result
     assert amount is not None, "a design without keys matches on amounts"
     left, right = amount_sides(design, amount)

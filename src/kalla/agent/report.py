@@ -34,7 +34,9 @@ def print_suggestion(console: Console, found: FileSuggestion, recipe_path: Path)
     table.add_row("rows", f"{counts['left_rows']:,}", f"{counts['right_rows']:,}")
     table.add_row("matched", f"{counts['matched_left']:,}", f"{counts['matched_right']:,}")
     table.add_row("unmatched", f"{counts['unmatched_left']:,}", f"{counts['unmatched_right']:,}")
-    table.add_row("match rate by count", _rate(rates["left_by_count"]), _rate(rates["right_by_count"]))
+    table.add_row(
+        "match rate by count", _rate(rates["left_by_count"]), _rate(rates["right_by_count"])
+    )
     table.add_row(
         "match rate by amount", _rate(rates["left_by_amount"]), _rate(rates["right_by_amount"])
     )

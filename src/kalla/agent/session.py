@@ -96,14 +96,17 @@ def record_tool(state: SessionState, name: str, result: dict[str, Any]) -> list[
 
 def _match_of(recipe: dict[str, Any]) -> tuple[Any, ...]:
     """What decides the matches: the SQL, cardinality and each side's alias and key."""
-    sources = recipe.get("sources") if isinstance(recipe.get("sources"), dict) else {}
+    given = recipe.get("sources")
+    sources: dict[str, Any] = given if isinstance(given, dict) else {}
     sides = tuple(
         (s.get("alias"), tuple(s.get("primary_key") or []), json.dumps(s.get("filters") or []))
         for s in (sources.get("left") or {}, sources.get("right") or {})
         if isinstance(s, dict)
     )
     passes = tuple(
-        (p.get("name"), p.get("match_sql")) for p in recipe.get("passes") or [] if isinstance(p, dict)
+        (p.get("name"), p.get("match_sql"))
+        for p in recipe.get("passes") or []
+        if isinstance(p, dict)
     )
     return (
         recipe.get("match_sql"),
@@ -146,7 +149,11 @@ def save_tool(state: SessionState, arguments: Any, save: SaveFn | None) -> dict[
 
 
 def _call(
-    state: SessionState, tools: ToolRunner, context: ToolContext, n: int, name: str,
+    state: SessionState,
+    tools: ToolRunner,
+    context: ToolContext,
+    n: int,
+    name: str,
     arguments: dict[str, Any],
 ) -> Iterator[Event | dict[str, Any]]:
     call_id = f"builder_{state.turns}_{n}"
@@ -186,9 +193,7 @@ def builder_turn(
         "sources, infers how their records match, and runs the result on the data.\n\n"
     )
     if len(context.sources) != 2:
-        message = (
-            f"the builder needs exactly two sources; this session has {len(context.sources)}"
-        )
+        message = f"the builder needs exactly two sources; this session has {len(context.sources)}"
         yield ErrorEvent(message=message)
         state.note("assistant", "".join(said))
         yield Done(stop_reason="error", mode=BUILDER, usage=state.usage, turns=state.turns)
@@ -210,7 +215,9 @@ def builder_turn(
             yield Done(stop_reason="error", mode=BUILDER, usage=state.usage, turns=state.turns)
             return
     proposal = results["suggest_recipe"]
-    for item in _call(state, tools, context, len(steps), "preview_recipe", {"recipe": proposal["recipe"]}):
+    for item in _call(
+        state, tools, context, len(steps), "preview_recipe", {"recipe": proposal["recipe"]}
+    ):
         if isinstance(item, dict):
             results["preview_recipe"] = item
         else:
@@ -251,6 +258,8 @@ def run_turn(
     if state.mode == ASSISTANT:
         from kalla.agent.conversation import assistant_turn
 
-        yield from assistant_turn(state, text, context=context, tools=tools, settings=settings, save=save)
+        yield from assistant_turn(
+            state, text, context=context, tools=tools, settings=settings, save=save
+        )
     else:
         yield from builder_turn(state, text, context, tools)

@@ -30,14 +30,14 @@ class SqlLink:
     tolerance: str | None = None
 
 
-def _parse(sql: str) -> exp.Expression | None:
+def _parse(sql: str) -> exp.Expr | None:
     try:
         return sqlglot.parse_one(sql, read="postgres")
     except sqlglot.errors.SqlglotError:
         return None
 
 
-def _qualifiers(tree: exp.Expression, aliases: Sequence[str]) -> dict[str, str]:
+def _qualifiers(tree: exp.Expr, aliases: Sequence[str]) -> dict[str, str]:
     """Table name or alias in the query → the source alias it reads."""
     found: dict[str, str] = {}
     for table in tree.find_all(exp.Table):
@@ -66,16 +66,16 @@ def links(recipe: Recipe, columns: Mapping[str, Sequence[str]]) -> list[SqlLink]
         if tree is None:
             continue
         qualifiers = _qualifiers(tree, [left, right])
-        nodes: list[tuple[exp.Expression, str, str | None]] = []
-        for node in tree.find_all(exp.Anonymous):
-            if str(node.this).lower() == "tolerance_match" and len(node.expressions) == 3:
-                third = node.expressions[2]
+        nodes: list[tuple[exp.Expr, str, str | None]] = []
+        for call in tree.find_all(exp.Anonymous):
+            if str(call.this).lower() == "tolerance_match" and len(call.expressions) == 3:
+                third = call.expressions[2]
                 tolerance = third.this if isinstance(third, exp.Literal) else None
-                nodes.append((exp.Tuple(expressions=node.expressions[:2]), "tolerance", tolerance))
+                nodes.append((exp.Tuple(expressions=call.expressions[:2]), "tolerance", tolerance))
         for kind in _COMPARISONS:
-            for node in tree.find_all(kind):
-                how = "equal" if isinstance(node, exp.EQ) else "range"
-                nodes.append((node, how, None))
+            for comparison in tree.find_all(kind):
+                how = "equal" if isinstance(comparison, exp.EQ) else "range"
+                nodes.append((comparison, how, None))
         for node, how, tolerance in nodes:
             by_side: dict[str, list[str]] = {left: [], right: []}
             for column in node.find_all(exp.Column):
@@ -97,7 +97,9 @@ def queries(data: Any) -> list[tuple[str, str]]:
     found = []
     if isinstance(data.get("match_sql"), str):
         found.append(("match_sql", data["match_sql"]))
-    for i, step in enumerate(data.get("passes") or [] if isinstance(data.get("passes"), list) else []):
+    for i, step in enumerate(
+        data.get("passes") or [] if isinstance(data.get("passes"), list) else []
+    ):
         if isinstance(step, dict) and isinstance(step.get("match_sql"), str):
             found.append((f"passes.{i}.match_sql", step["match_sql"]))
     return found

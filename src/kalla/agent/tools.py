@@ -56,7 +56,8 @@ def recipe_sha256(recipe: Recipe | dict[str, Any]) -> str:
 def _column(table: pa.Table, alias: str, name: object) -> str:
     if not isinstance(name, str) or name not in table.column_names:
         raise RecipeError(
-            f"source '{alias}' has no column '{name}'{did_you_mean(str(name), table.column_names)}; "
+            f"source '{alias}' has no column '{name}'"
+            f"{did_you_mean(str(name), table.column_names)}; "
             f"its columns are: {', '.join(table.column_names)}"
         )
     return name
@@ -182,20 +183,20 @@ def check_recipe(raw: Any, context: ToolContext) -> tuple[Recipe | None, dict[st
                 continue
             alias = given.get("alias")
             try:
-                source = context.source(alias)
+                known = context.source(alias)
             except RecipeError as exc:
                 problems.append(f"sources.{side}.alias: {exc.message}")
                 continue
             uri = given.get("uri")
-            if uri and uri not in (source.uri, redact_uri(source.uri)):
+            if uri and uri not in (known.uri, redact_uri(known.uri)):
                 problems.append(
                     f"sources.{side}.uri: a recipe made here reads the session's source "
-                    f"'{source.alias}' and nothing else; leave 'uri' out"
+                    f"'{known.alias}' and nothing else; leave 'uri' out"
                 )
-            names = context.table(source.alias).column_names
-            columns[source.alias] = names
+            names = context.table(known.alias).column_names
+            columns[known.alias] = names
             entry = {k: v for k, v in given.items() if k in ("alias", "primary_key", "filters")}
-            sources[side] = {**entry, **source.recipe_fields(names)}
+            sources[side] = {**entry, **known.recipe_fields(names)}
     data.setdefault("recipe_id", "recipe")
     data.setdefault("name", str(data["recipe_id"]))
     recipe = None
@@ -205,12 +206,13 @@ def check_recipe(raw: Any, context: ToolContext) -> tuple[Recipe | None, dict[st
         problems += list(exc.problems) or [exc.message]
     problems += sql_problems(data, columns)
     if recipe is not None:
-        for side in (recipe.sources.left, recipe.sources.right):
-            for f in side.filters:
-                if f.column not in columns.get(side.alias, [f.column]):
+        for recipe_source in (recipe.sources.left, recipe.sources.right):
+            names = columns.get(recipe_source.alias, [])
+            for f in recipe_source.filters:
+                if names and f.column not in names:
                     problems.append(
-                        f"filter on '{side.alias}': no column '{f.column}'"
-                        f"{did_you_mean(f.column, columns.get(side.alias, []))}"
+                        f"filter on '{recipe_source.alias}': no column '{f.column}'"
+                        f"{did_you_mean(f.column, names)}"
                     )
     return (recipe if not problems else None), data, problems
 
@@ -227,7 +229,9 @@ def _proposal(recipe: Recipe) -> dict[str, Any]:
 def propose_recipe(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     recipe, _, problems = check_recipe(arguments.get("recipe"), context)
     if recipe is None:
-        raise RecipeError(f"the recipe is not valid ({len(problems)} problem(s))", problems=problems)
+        raise RecipeError(
+            f"the recipe is not valid ({len(problems)} problem(s))", problems=problems
+        )
     return {
         "valid": True,
         **_proposal(recipe),
@@ -238,7 +242,9 @@ def propose_recipe(arguments: dict[str, Any], context: ToolContext) -> dict[str,
 def preview_recipe(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     recipe, _, problems = check_recipe(arguments.get("recipe"), context)
     if recipe is None:
-        raise RecipeError(f"the recipe is not valid ({len(problems)} problem(s))", problems=problems)
+        raise RecipeError(
+            f"the recipe is not valid ({len(problems)} problem(s))", problems=problems
+        )
     return {"valid": True, **_proposal(recipe), "preview": preview(recipe, context)}
 
 
@@ -248,7 +254,7 @@ def suggest_recipe(arguments: dict[str, Any], context: ToolContext) -> dict[str,
     la = arguments.get("left_alias") or (aliases[0] if aliases else None)
     ra = arguments.get("right_alias") or (aliases[1] if len(aliases) > 1 else None)
     if la is None or ra is None:
-        raise RecipeError("the builder needs two sources; this session has " f"{len(aliases)}")
+        raise RecipeError(f"the builder needs two sources; this session has {len(aliases)}")
     left, right = context.source(la), context.source(ra)
     lt, rt = context.table(left.alias), context.table(right.alias)
     found = suggest(left.alias, lt, right.alias, rt)
@@ -272,7 +278,11 @@ class Tool:
     fn: Callable[[dict[str, Any], ToolContext], dict[str, Any]] | None
 
     def schema(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+        }
 
 
 _ALIAS = {"type": "string", "description": "a source alias of this session (list_sources)"}
@@ -406,9 +416,7 @@ def tool_schemas() -> list[dict[str, Any]]:
     return [t.schema() for t in TOOLS.values()]
 
 
-def run_tool(
-    name: str, arguments: Any, context: ToolContext | dict[str, Any]
-) -> dict[str, Any]:
+def run_tool(name: str, arguments: Any, context: ToolContext | dict[str, Any]) -> dict[str, Any]:
     """Run one tool; ``{"error": ..., "problems": [...]}`` instead of raising."""
     if isinstance(context, dict):
         context = ToolContext.from_dict(context)

@@ -77,9 +77,7 @@ def describe(design: Design) -> str:
             sentence += f", and '{t.left.name}' and '{t.right.name}' {rule}"
         sentences.append(sentence + ".")
     if design.one_to_one:
-        closest = (
-            "the closest amount (then date) wins" if design.keys else "the closest date wins"
-        )
+        closest = "the closest amount (then date) wins" if design.keys else "the closest date wins"
         sentences.append(
             f"Where a record has several candidates, {closest} and each record is used once."
         )

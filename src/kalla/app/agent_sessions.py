@@ -91,7 +91,9 @@ class AgentSessions:
                 if row is None:
                     from kalla.suggest import did_you_mean
 
-                    problems.append(f"no registered source named '{name}'{did_you_mean(name, known)}")
+                    problems.append(
+                        f"no registered source named '{name}'{did_you_mean(name, known)}"
+                    )
                     continue
                 sources.append(
                     {
@@ -107,7 +109,7 @@ class AgentSessions:
             aliases = [s["alias"] for s in sources]
             if len(set(aliases)) != len(aliases):
                 raise RecipeError(f"two sources share an alias: {', '.join(aliases)}")
-            row = AgentSessionRow(
+            created = AgentSessionRow(
                 id=session_id,
                 title=title or " ↔ ".join(s["name"] for s in sources) or "new session",
                 mode=self.mode,
@@ -116,9 +118,11 @@ class AgentSessions:
                 state=SessionState(mode=self.mode).to_dict(),
                 work_dir=str(self.root / session_id),
             )
-            session.add(row)
-        log.info("agent session %s created (%s, %d sources)", session_id, row.mode, len(sources))
-        return row
+            session.add(created)
+        log.info(
+            "agent session %s created (%s, %d sources)", session_id, created.mode, len(sources)
+        )
+        return created
 
     def get(self, session: Session, session_id: str) -> AgentSessionRow:
         row = session.get(AgentSessionRow, session_id)
@@ -138,7 +142,9 @@ class AgentSessions:
             )
         return row
 
-    def page(self, session: Session, *, limit: int, offset: int) -> tuple[list[AgentSessionRow], int]:
+    def page(
+        self, session: Session, *, limit: int, offset: int
+    ) -> tuple[list[AgentSessionRow], int]:
         total = session.scalar(select(func.count()).select_from(AgentSessionRow)) or 0
         rows = session.scalars(
             select(AgentSessionRow)
@@ -209,7 +215,9 @@ class AgentSessions:
             self._live.add(session_id)
         turn = _Turn(queue.Queue())
         thread = threading.Thread(
-            target=self._run, args=(session_id, text, turn), name=f"kalla-agent-{session_id[:8]}",
+            target=self._run,
+            args=(session_id, text, turn),
+            name=f"kalla-agent-{session_id[:8]}",
             daemon=True,
         )
         thread.start()
@@ -253,10 +261,10 @@ class AgentSessions:
             )
         finally:
             with self.db.session() as session:
-                row = session.get(AgentSessionRow, session_id)
-                if row is not None:
-                    row.status = IDLE
-                    row.updated_at = utcnow()
+                ended = session.get(AgentSessionRow, session_id)
+                if ended is not None:
+                    ended.status = IDLE
+                    ended.updated_at = utcnow()
             with self._lock:
                 self._live.discard(session_id)
             turn.events.put(_END)
@@ -312,7 +320,12 @@ class AgentSessions:
             state.saved = saved
             row.state = state.to_dict()
             row.updated_at = utcnow()
-        log.info("builder session %s: recipe %s v%d saved", session_id, saved["recipe_id"], saved["version"])
+        log.info(
+            "builder session %s: recipe %s v%d saved",
+            session_id,
+            saved["recipe_id"],
+            saved["version"],
+        )
         return saved, created
 
     def save_recipe(self, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -144,9 +144,7 @@ def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
         mode=row.mode,
         status=row.status,
         sources=[
-            AgentSourcePublic(
-                alias=s["alias"], name=s["name"], type=s["type"], origin=s["origin"]
-            )
+            AgentSourcePublic(alias=s["alias"], name=s["name"], type=s["type"], origin=s["origin"])
             for s in row.sources.get("items", [])
         ],
         transcript=state.transcript,
@@ -210,9 +208,7 @@ async def create_session(request: Request, state: StateDep) -> AgentSessionPubli
     return _public(row, 0)
 
 
-def _check_uploads(
-    service: AgentSessions, session_id: str, uploads: dict[str, Any]
-) -> None:
+def _check_uploads(service: AgentSessions, session_id: str, uploads: dict[str, Any]) -> None:
     """Each upload is read (its header) in a child process, never in the app's own."""
     problems = []
     for alias, (path, filename) in uploads.items():
@@ -301,4 +297,3 @@ def accept(
     row = find_version(session, saved["recipe_id"], saved["version"])
     latest = RecipeRepository(session).latest(saved["recipe_id"])
     return public(row, latest.version if latest else row.version)
-
