@@ -27,7 +27,7 @@ from kalla.agent.events import (
 )
 from kalla.agent.runner import ToolRunner
 from kalla.agent.tools import is_error
-from kalla.errors import ConflictError
+from kalla.errors import ConflictError, MissingDependencyError
 from kalla.settings import Settings
 
 ASSISTANT = "assistant"
@@ -256,7 +256,15 @@ def run_turn(
 ) -> Iterator[Event]:
     """One user message, answered as events (the last one is always ``done``)."""
     if state.mode == ASSISTANT:
-        from kalla.agent.conversation import assistant_turn
+        try:
+            from kalla.agent.conversation import assistant_turn
+        except ModuleNotFoundError as exc:
+            if exc.name != "anthropic":
+                raise
+            raise MissingDependencyError(
+                "the assistant needs the 'anthropic' package, which is not installed; "
+                "install it with: pip install 'kalla[agent]'"
+            ) from None
 
         yield from assistant_turn(
             state, text, context=context, tools=tools, settings=settings, save=save
