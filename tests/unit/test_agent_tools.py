@@ -76,6 +76,12 @@ def test_list_sources_never_shows_a_password_or_a_server_path(tmp_path: Path) ->
     assert {s["alias"] for s in answer["sources"]} == {"ledger", "bank", "erp"}
 
 
+def test_a_registered_source_enters_a_recipe_with_its_uri_redacted(tmp_path: Path) -> None:
+    erp = _context(tmp_path).source("erp")
+    fields = erp.recipe_fields(["id"])
+    assert fields == {"type": "postgres", "uri": "postgres://erp:***@db.internal:5432/erp?table=gl"}
+
+
 def test_describe_source_profiles_columns_and_key_candidates(tmp_path: Path) -> None:
     answer = run_tool("describe_source", {"alias": "ledger"}, _context(tmp_path))
     assert answer["rows"] == 420

@@ -49,10 +49,13 @@ class SessionSource:
         return data
 
     def recipe_fields(self, columns: list[str]) -> dict[str, Any]:
-        """The recipe's source entry for this source (without alias and primary key)."""
+        """The recipe's source entry for this source (without alias and primary key).
+
+        A registered source's URI goes in redacted: the app takes the password from the
+        registered source when a run starts, so none is ever written into a recipe."""
         if self.type == "file":
             return {"type": "file", "schema": columns}
-        return {"type": self.type, "uri": self.uri}
+        return {"type": self.type, "uri": redact_uri(self.uri)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SessionSource:
