@@ -204,3 +204,63 @@ def test_a_side_without_any_unique_column_is_refused() -> None:
     right = pa.table({"id": ["p", "q"], "a": ["x", "x"]})
     with pytest.raises(BuilderError, match="identifies each row of 'left'"):
         design_match("left", left, "right", right)
+
+
+def _fx_pair(seed: int = 11) -> tuple[pa.Table, pa.Table]:
+    """Purchase orders paid in another currency: every amount off by up to 0.8% of itself."""
+    rng = random.Random(seed)
+    orders, paid = [], []
+    for i in range(250):
+        amount = Decimal(f"{rng.uniform(100, 20000):.2f}")
+        orders.append({"po": f"PO-{i * 3 + 1:05d}", "amount": amount})
+        rate = Decimal(str(1 + rng.uniform(-0.008, 0.008)))
+        paid.append(
+            {
+                "pid": f"P{rng.randrange(10**7, 10**8)}",
+                "po_ref": f"PO-{i * 3 + 1:05d}",
+                "paid": (amount * rate).quantize(Decimal("0.01")),
+            }
+        )
+    return pa.Table.from_pylist(orders), pa.Table.from_pylist(paid)
+
+
+def test_differences_that_grow_with_the_amount_give_a_relative_tolerance() -> None:
+    left, right = _fx_pair()
+    found = suggest("orders", left, "paid", right)
+    amount = found.design.amount
+    assert amount is not None and amount.relative
+    assert amount.tolerance == Decimal("0.01")
+    sql = found.recipe["match_sql"]
+    assert 'ABS("orders"."amount" - "paid"."paid") <= 0.01 * ABS("orders"."amount")' in sql
+    assert "within 1% of 'amount'" in found.recipe["match_description"]
+
+
+def test_debit_and_credit_columns_are_read_as_one_signed_amount() -> None:
+    rng = random.Random(12)
+    ledger, bank = [], []
+    for i in range(200):
+        amount = _amounts(rng, 1)[0] * (1 if rng.random() < 0.5 else -1)
+        ref = f"D{rng.randrange(10**6, 10**7)}"
+        ledger.append({"entry": f"E{rng.randrange(10**8)}", "ref": ref, "amount": amount})
+        bank.append(
+            {
+                "line": rng.randrange(10**8),
+                "reference": ref,
+                "debit": -amount if amount < 0 else None,
+                "credit": amount if amount > 0 else None,
+            }
+        )
+    found = suggest("ledger", pa.Table.from_pylist(ledger), "bank", pa.Table.from_pylist(bank))
+    amount = found.design.amount
+    assert amount is not None and amount.right.parts is not None
+    assert set(amount.right.parts) == {"debit", "credit"}
+    assert "COALESCE" in found.recipe["match_sql"]
+
+
+def test_small_differences_that_chance_explains_are_no_tolerance() -> None:
+    from kalla.agent.design import _beats_chance
+
+    real = np.array([0.0] * 95 + [2.0, 3.5, 180.0, 400.0, 950.0])
+    chance = np.array([1.5, 2.5, 4.0, 300.0, 700.0] * 20)
+    assert not _beats_chance(real, chance, 5.0)
+    assert _beats_chance(np.array([0.0] * 70 + [0.01, 0.02] * 15), chance, 0.05)

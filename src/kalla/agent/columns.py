@@ -54,6 +54,7 @@ class ColumnInfo:
     arrow_type: str
     kind: Kind
     date_format: str | None = None
+    parts: tuple[str, str] | None = None  # an amount split in two columns: first minus second
 
     @property
     def is_date(self) -> bool:

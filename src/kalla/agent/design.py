@@ -87,6 +87,7 @@ class AmountLink:
     exact_share: float  # linked pairs whose amounts are exactly equal
     within_share: float  # ... equal or within the tolerance
     breaks: int = 0  # linked pairs whose amounts differ by more than the tolerance
+    relative: bool = False  # the tolerance is a share of the left amount (0.01 = 1%)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class Side:
         self._floats: dict[str, np.ndarray] = {}
         self._days: dict[str, np.ndarray] = {}
         self._folded: dict[str, list[str]] = {}
+        self._measures: list[ColumnInfo] | None = None
 
     def columns(self) -> list[ColumnInfo]:
         return list(self.infos.values())
@@ -158,7 +160,30 @@ class Side:
         return [c for c in self.columns() if c.is_keyable and self._informative(c.name)]
 
     def measures(self) -> list[ColumnInfo]:
-        return [c for c in self.columns() if c.is_measure and self._informative(c.name)]
+        """Amount columns, and amounts split in two (debit / credit) as one signed value."""
+        if self._measures is None:
+            plain = [c for c in self.columns() if c.is_measure and self._informative(c.name)]
+            self._measures = plain + self._split_amounts(plain)
+        return self._measures
+
+    def _split_amounts(self, plain: list[ColumnInfo]) -> list[ColumnInfo]:
+        """Two amount columns of which each row fills exactly one (the other empty or zero),
+        as in a statement with Debit and Credit columns: together one signed amount."""
+        found = []
+        for a, b in itertools.combinations(plain, 2):
+            fa, fb = self.floats(a.name), self.floats(b.name)
+            with np.errstate(invalid="ignore"):
+                set_a = np.isfinite(fa) & (fa != 0)
+                set_b = np.isfinite(fb) & (fb != 0)
+            if not set_a.any() or not set_b.any():
+                continue
+            if float(np.mean(set_a ^ set_b)) >= 0.95 and float(np.mean(set_a & set_b)) <= 0.01:
+                name = f"{a.name} minus {b.name}"
+                found.append(ColumnInfo(name, "decimal", Kind.DECIMAL, parts=(a.name, b.name)))
+                self._floats[name] = np.where(
+                    set_a | set_b, np.nan_to_num(fa) - np.nan_to_num(fb), np.nan
+                )
+        return found
 
     def dates(self) -> list[ColumnInfo]:
         return [c for c in self.columns() if c.is_date and self._informative(c.name)]
@@ -510,38 +535,58 @@ def nice_ceiling(value: float) -> float:
     return value
 
 
-def tolerance_from(differences: np.ndarray, scale: float) -> float | None:
+def tolerance_from(differences: np.ndarray, scale: float, *, spread: float = 0.01) -> float | None:
     """The natural break in the absolute differences of linked pairs, or None.
 
-    Small differences (rounding, fees) form a cluster; true mismatches sit an order of
-    magnitude or more above it. The first gap of 10× (else the largest of at least 3×) among
-    differences up to 5% of a typical amount ends the cluster; the tolerance is the cluster's
-    largest difference rounded up to a 1-2-5 step that stays below the next difference.
-    """
-    absolute = differences[np.isfinite(differences)]
-    absolute = np.unique(np.round(np.abs(absolute[np.abs(absolute) > 1e-9]), 9))
+    Small differences (rounding, charges) form a dense cluster; true mismatches sit an order
+    of magnitude or more above it. Among differences up to 5% of a typical amount
+    (``scale``), the first gap of 10× (else the largest of at least 3×) above which no more
+    than half of them lie ends the cluster. Without such a gap the small differences are one
+    cluster only if they are dense (their median within ``spread`` of ``scale``); spread-out
+    differences are breaks, not noise. The tolerance is the cluster's largest difference
+    rounded up to a 1-2-5 step that stays below the next difference."""
+    absolute = np.abs(differences[np.isfinite(differences)])
+    absolute = np.round(absolute[absolute > 1e-9], 9)
     if len(absolute) == 0:
         return None
-    limit = 0.05 * scale if scale > 0 else float(absolute[-1])
+    limit = 0.05 * scale if scale > 0 else float(absolute.max())
+    small = absolute[absolute <= limit]
+    if len(small) == 0:
+        return None
+    values, counts = np.unique(small, return_counts=True)
+    cumulative = np.cumsum(counts)
     cut: int | None = None
     largest = 0.0
-    for i in range(len(absolute) - 1):
-        if absolute[i] > limit:
-            break
-        gap = absolute[i + 1] / absolute[i]
+    for i in range(len(values) - 1):
+        if cumulative[i] < 0.5 * len(small):
+            continue  # the cluster holds most of the small differences
+        gap = values[i + 1] / values[i]
         if gap >= 10:
             cut = i
             break
         if gap >= 3 and gap > largest:
             cut, largest = i, gap
     if cut is None:
-        if absolute[-1] > limit:
+        if scale > 0 and float(np.median(small)) > spread * scale:
             return None
-        cut = len(absolute) - 1
-    value = float(absolute[cut])
-    above = float(absolute[cut + 1]) if cut + 1 < len(absolute) else math.inf
+        cut = len(values) - 1
+    value = float(values[cut])
+    bigger = absolute[absolute > value]
+    above = float(bigger.min()) if len(bigger) else math.inf
     nice = nice_ceiling(value)
     return nice if nice < above else value
+
+
+def _beats_chance(real: np.ndarray, chance: np.ndarray, tolerance: float) -> bool:
+    """Whether differences within the tolerance are far more common among linked pairs than
+    among the same rows paired at random (else they are coincidences, not a tolerance)."""
+    if len(real) == 0:
+        return False
+    with np.errstate(invalid="ignore"):
+        found = int(np.sum((real > 1e-9) & (real <= tolerance + 1e-9)))
+        by_chance = float(np.sum((chance > 1e-9) & (chance <= tolerance + 1e-9)))
+    by_chance *= len(real) / max(len(chance), 1)
+    return found >= 1 and found >= 3 * by_chance
 
 
 def _decimal(value: float) -> Decimal:
@@ -549,8 +594,10 @@ def _decimal(value: float) -> Decimal:
 
 
 def amount_link(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> AmountLink | None:
-    """The measure pair and sign under which linked amounts agree, with its tolerance."""
-    best: tuple[tuple[float, float, int], AmountLink, np.ndarray] | None = None
+    """The measure pair and sign under which linked amounts agree, with its tolerance:
+    absolute (rounding, charges) or, when the differences grow with the amount (currency
+    conversion), relative."""
+    best: tuple[tuple[float, float, int], AmountLink] | None = None
     for lm, rm in itertools.product(left.measures(), right.measures()):
         lv, rv = left.floats(lm.name)[li], right.floats(rm.name)[ri]
         for preference, sign in enumerate(Sign):
@@ -560,23 +607,72 @@ def amount_link(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Amou
             near = float(np.mean(_near(lv, d)))
             rank = (near, exact, -preference)
             if best is None or rank > best[0]:
-                best = (rank, AmountLink(lm, rm, sign, None, exact, exact), d)
+                best = (rank, AmountLink(lm, rm, sign, None, exact, exact))
     if best is None or best[0][0] < 0.5:
         return None
-    link, d = best[1], best[2]
-    scale = float(np.nanmedian(np.abs(left.floats(link.left.name)[li]))) if len(li) else 0.0
-    tolerance = tolerance_from(d, scale)
-    finite = d[np.isfinite(d)]
-    if tolerance is None:
-        breaks = int(np.sum(np.abs(finite) > 1e-9))
-        return AmountLink(
-            link.left, link.right, link.sign, None, link.exact_share, link.exact_share, breaks
+    link = best[1]
+    lv = left.floats(link.left.name)[li]
+    rv = right.floats(link.right.name)[ri]
+    d = np.abs(_diff(lv, rv, link.sign))
+    chance = np.abs(_diff(lv, rv[_rng().permutation(len(rv))], link.sign))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(np.abs(lv) > 0, d / np.abs(lv), np.nan)
+        chance_ratios = np.where(np.abs(lv) > 0, chance / np.abs(lv), np.nan)
+    scale = float(np.nanmedian(np.abs(lv))) if len(lv) else 0.0
+    absolute = tolerance_from(d, scale)
+    if absolute is not None and not _beats_chance(d, chance, absolute):
+        absolute = None
+    relative = tolerance_from(ratios, 1.0, spread=0.02)
+    if relative is not None and not _beats_chance(ratios, chance_ratios, relative):
+        relative = None
+    finite = np.isfinite(d)
+    with np.errstate(invalid="ignore"):
+        within_absolute = (
+            float(np.mean(d[finite] <= (absolute or 0.0) + 1e-9)) if finite.any() else 0.0
         )
-    within = float(np.mean(np.abs(finite) <= tolerance + 1e-9)) if len(finite) else 0.0
-    breaks = int(np.sum(np.abs(finite) > tolerance + 1e-9))
+        within_relative = (
+            float(np.mean(ratios[finite] <= (relative or 0.0) + 1e-12)) if finite.any() else 0.0
+        )
+    is_relative = relative is not None and _grows_with_amount(d, lv, ratios)
+    tolerance = relative if is_relative else absolute
+    within = within_relative if is_relative else within_absolute
+    breaks = int(np.sum(finite)) - int(round(within * np.sum(finite)))
     return AmountLink(
-        link.left, link.right, link.sign, _decimal(tolerance), link.exact_share, within, breaks
+        link.left,
+        link.right,
+        link.sign,
+        _decimal(tolerance) if tolerance is not None else None,
+        link.exact_share,
+        max(within, link.exact_share),
+        breaks,
+        relative=is_relative,
     )
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values)).astype(float)
+
+
+def _grows_with_amount(d: np.ndarray, lv: np.ndarray, ratios: np.ndarray) -> bool:
+    """Whether the small differences grow with the amount (a conversion rate) rather than
+    staying the same size whatever the amount (rounding, a fixed charge): their rank
+    correlation with the amount is strong."""
+    with np.errstate(invalid="ignore"):
+        small = np.isfinite(ratios) & (d > 1e-9) & (ratios <= 0.05)
+    if int(small.sum()) < 10:
+        return False
+    x, y = _ranks(d[small]), _ranks(np.abs(lv[small]))
+    if x.std() == 0 or y.std() == 0:
+        return False
+    return float(np.corrcoef(x, y)[0, 1]) >= 0.5
+
+
+def tolerance_words(amount: AmountLink) -> str:
+    if amount.tolerance is None:
+        return "0"
+    if amount.relative:
+        return f"{float(amount.tolerance) * 100:g}% of '{amount.left.name}'"
+    return str(amount.tolerance)
 
 
 def _amount_pairs_ok(
@@ -585,9 +681,12 @@ def _amount_pairs_ok(
     """Which linked pairs the amount condition keeps."""
     if link is None:
         return np.ones(len(li), dtype=bool)
-    d = _diff(left.floats(link.left.name)[li], right.floats(link.right.name)[ri], link.sign)
+    lv = left.floats(link.left.name)[li]
+    d = _diff(lv, right.floats(link.right.name)[ri], link.sign)
     limit = float(link.tolerance) if link.tolerance is not None else 0.0
     with np.errstate(invalid="ignore"):
+        if link.relative:
+            return np.abs(d) <= limit * np.abs(lv) + 1e-9
         return np.abs(d) <= limit + 1e-9
 
 
@@ -850,7 +949,11 @@ def _keyed(
         findings.append(
             f"amount: '{amount.left.name}' vs '{amount.right.name}' ({amount.sign.value} sign); "
             f"{amount.exact_share:.0%} of linked pairs equal"
-            + (f", {amount.within_share:.0%} within {amount.tolerance}" if amount.tolerance else "")
+            + (
+                f", {amount.within_share:.0%} within {tolerance_words(amount)}"
+                if amount.tolerance
+                else ""
+            )
         )
         if amount.breaks:
             findings.append(

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from kalla.agent.columns import ColumnInfo, Kind
-from kalla.agent.design import AmountLink, DateLink, Design, KeyLink, Sign, TextLink, TextRule
+from kalla.agent.design import (
+    AmountLink,
+    DateLink,
+    Design,
+    KeyLink,
+    Sign,
+    TextLink,
+    TextRule,
+    tolerance_words,
+)
 from kalla.agent.normalize import normalisation
 
 RANK = "match_rank"
@@ -43,6 +52,16 @@ def _num(value: object) -> exp.Expression:
     return exp.Literal.number(str(value))
 
 
+def value(alias: str, info: ColumnInfo) -> exp.Expression:
+    """A column, or an amount split in two: ``COALESCE(a, 0) - COALESCE(b, 0)``."""
+    if info.parts is None:
+        return col(alias, info)
+    first, second = (
+        exp.Coalesce(this=col(alias, part), expressions=[_num(0)]) for part in info.parts
+    )
+    return exp.paren(exp.Sub(this=first, expression=second))
+
+
 def key_expr(alias: str, info: ColumnInfo, link: KeyLink, other: ColumnInfo) -> exp.Expression:
     column = col(alias, info)
     if link.normalisation == "same_day":
@@ -62,8 +81,8 @@ def date_expr(alias: str, info: ColumnInfo) -> exp.Expression:
 
 
 def amount_difference(design: Design, amount: AmountLink) -> exp.Expression:
-    left = col(design.left_alias, amount.left)
-    right = col(design.right_alias, amount.right)
+    left = value(design.left_alias, amount.left)
+    right = value(design.right_alias, amount.right)
     if amount.sign is Sign.NEGATED:
         return exp.Add(this=left, expression=right)
     if amount.sign is Sign.ABSOLUTE:
@@ -73,8 +92,8 @@ def amount_difference(design: Design, amount: AmountLink) -> exp.Expression:
 
 def amount_sides(design: Design, amount: AmountLink) -> tuple[exp.Expression, exp.Expression]:
     """The two expressions that must be equal (or within the tolerance)."""
-    left = col(design.left_alias, amount.left)
-    right = col(design.right_alias, amount.right)
+    left = value(design.left_alias, amount.left)
+    right = value(design.right_alias, amount.right)
     if amount.sign is Sign.NEGATED:
         return left, exp.Neg(this=right)
     if amount.sign is Sign.ABSOLUTE:
@@ -167,9 +186,10 @@ def _select(design: Design, conditions: list[exp.Expression]) -> str:
         extras += [(la, date.left), (ra, date.right)]
     seen = {(la, k) for k in design.left_key} | {(ra, k) for k in design.right_key}
     for alias, info in extras:
-        if (alias, info.name) not in seen:
-            seen.add((alias, info.name))
-            columns.append(col(alias, info))
+        for name in info.parts or (info.name,):
+            if (alias, name) not in seen:
+                seen.add((alias, name))
+                columns.append(col(alias, name))
     if design.one_to_one:
         columns.append(
             exp.Alias(this=rank_expr(design), alias=exp.to_identifier(RANK, quoted=True))
@@ -203,12 +223,17 @@ def passes(design: Design) -> list[PassSql]:
                 PassSql("exact", _select(design, [*keys, exact]), "same key, amounts equal")
             )
         if amount.tolerance is not None:
-            within = _call("tolerance_match", left, right, _num(amount.tolerance))
+            within: exp.Expression = _call("tolerance_match", left, right, _num(amount.tolerance))
+            if amount.relative:  # a share of the left amount: abs(a - b) <= t * abs(a)
+                within = exp.LTE(
+                    this=exp.Abs(this=amount_difference(design, amount)),
+                    expression=exp.Mul(this=_num(amount.tolerance), expression=exp.Abs(this=left)),
+                )
             result.append(
                 PassSql(
                     "within_tolerance",
                     _select(design, [*keys, within]),
-                    f"same key, amounts within {amount.tolerance}",
+                    f"same key, amounts within {tolerance_words(amount)}",
                 )
             )
         return result

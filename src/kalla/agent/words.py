@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kalla.agent.design import Design, KeyLink, Sign, TextRule
+from kalla.agent.columns import ColumnInfo
+from kalla.agent.design import Design, KeyLink, Sign, TextRule, tolerance_words
 from kalla.agent.normalize import BY_NAME
 
 _SIGN = {
@@ -17,6 +18,12 @@ _TEXT = {
     TextRule.FIRST_WORD: "name the same party (the first word of '{l}' appears in '{r}')",
     TextRule.FIRST_WORD_RIGHT: "name the same party (the first word of '{r}' appears in '{l}')",
 }
+
+
+def _amount(info: ColumnInfo) -> str:
+    if info.parts is None:
+        return f"'{info.name}'"
+    return f"'{info.parts[0]}' minus '{info.parts[1]}'"
 
 
 def _key_words(link: KeyLink) -> str:
@@ -51,22 +58,22 @@ def describe(design: Design) -> str:
         if amount is None:
             sentence += "."
         else:
-            what = f"'{amount.left.name}' equals '{amount.right.name}'{_SIGN[amount.sign]}"
+            what = f"{_amount(amount.left)} equals {_amount(amount.right)}{_SIGN[amount.sign]}"
             if amount.tolerance is None:
                 sentence += f", and {what}."
             elif amount.exact_share > 0:
                 sentence += (
                     f", and {what}: first exactly, then, for the records still open, "
-                    f"within {amount.tolerance}."
+                    f"within {tolerance_words(amount)}."
                 )
             else:
-                sentence += f", and {what} within {amount.tolerance}."
+                sentence += f", and {what} within {tolerance_words(amount)}."
         sentences.append(sentence)
     else:
         assert amount is not None
         sentence = (
             f"There is no shared reference: a {la} record matches a {ra} record when "
-            f"'{amount.left.name}' equals '{amount.right.name}'{_SIGN[amount.sign]}"
+            f"{_amount(amount.left)} equals {_amount(amount.right)}{_SIGN[amount.sign]}"
         )
         if design.window is not None:
             w = design.window
