@@ -164,6 +164,14 @@ def test_a_full_build_from_two_uploads_to_a_saved_recipe(scripted: Scripted) -> 
     assert str(CASE) not in json.dumps(got)
     replay = http.get(f"/api/agent/sessions/{session['id']}/events", params={"after": 3}).json()
     assert [e["seq"] for e in replay] == list(range(4, len(events) + 1))
+    with http.stream(
+        "GET",
+        f"/api/agent/sessions/{session['id']}/events",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": "3"},
+    ) as stream:  # what an EventSource that reconnects gets
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        again = list(parse_sse(stream.iter_lines()))
+    assert again == events[3:]
 
     accepted = http.post(f"/api/agent/sessions/{session['id']}/accept", json={})
     assert accepted.status_code == 201, accepted.text

@@ -16,6 +16,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kalla.agent.context import SessionSource, ToolContext
-from kalla.agent.events import Done, ErrorEvent, Event, sse
+from kalla.agent.events import Done, ErrorEvent, Event, parse_event, sse
 from kalla.agent.runner import ChildProcessTools, ToolRunner
 from kalla.agent.session import ASSISTANT, BUILDER, SessionState, run_turn
 from kalla.app.api.recipes import parse_body
@@ -162,6 +163,24 @@ class AgentSessions:
                 .order_by(AgentEventRow.seq)
             ).all()
         )
+
+    def follow(self, session_id: str, after: int, poll: float = 0.25) -> Iterator[str]:
+        """The stored events after ``after`` as SSE, then the live ones while a turn runs
+        (for ``EventSource``, which reconnects with ``Last-Event-ID``)."""
+        last = after
+        while True:
+            with self.db.session() as session:
+                rows = self.events(session, session_id, last)
+                running = session_id in self._live
+                found = [(row.seq, parse_event(row.payload)) for row in rows]
+            for seq, event in found:
+                last = seq
+                yield sse(event, seq)
+                if event.kind == "done":
+                    return
+            if not found and not running:
+                return
+            time.sleep(poll)
 
     def event_count(self, session: Session, session_id: str) -> int:
         return int(

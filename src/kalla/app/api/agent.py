@@ -241,14 +241,30 @@ def get_session(session_id: UUID, session: SessionDep, service: ServiceDep) -> A
     return _public(row, service.event_count(session, row.id))
 
 
-@router.get("/sessions/{session_id}/events")
+@router.get(
+    "/sessions/{session_id}/events",
+    response_model=list[AgentEventPublic],
+    responses={200: {"content": SSE_SCHEMA, "description": "JSON list, or SSE when asked"}},
+)
 def list_events(
     session_id: UUID,
+    request: Request,
     session: SessionDep,
     service: ServiceDep,
     after: Annotated[int, Query(ge=0, le=MAX_INT, description="only events after this seq")] = 0,
-) -> list[AgentEventPublic]:
+) -> Any:
+    """The session's stored events. With ``Accept: text/event-stream`` (``EventSource``): the
+    same as SSE, then the live events of a running turn until its ``done``; a reconnecting
+    client's ``Last-Event-ID`` counts as ``after``."""
     row = service.get(session, str(session_id))
+    if "text/event-stream" in request.headers.get("accept", ""):
+        resume = request.headers.get("last-event-id", "")
+        start = int(resume) if resume.isdigit() and int(resume) <= MAX_INT else after
+        return StreamingResponse(
+            service.follow(row.id, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return [
         AgentEventPublic(
             seq=e.seq,
