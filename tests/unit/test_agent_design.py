@@ -238,7 +238,7 @@ def test_differences_that_grow_with_the_amount_give_a_relative_tolerance() -> No
 def test_debit_and_credit_columns_are_read_as_one_signed_amount() -> None:
     rng = random.Random(12)
     ledger, bank = [], []
-    for i in range(200):
+    for _ in range(200):
         amount = _amounts(rng, 1)[0] * (1 if rng.random() < 0.5 else -1)
         ref = f"D{rng.randrange(10**6, 10**7)}"
         ledger.append({"entry": f"E{rng.randrange(10**8)}", "ref": ref, "amount": amount})

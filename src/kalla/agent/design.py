@@ -626,17 +626,15 @@ def amount_link(left: Side, right: Side, li: np.ndarray, ri: np.ndarray) -> Amou
     if relative is not None and not _beats_chance(ratios, chance_ratios, relative):
         relative = None
     finite = np.isfinite(d)
-    with np.errstate(invalid="ignore"):
-        within_absolute = (
-            float(np.mean(d[finite] <= (absolute or 0.0) + 1e-9)) if finite.any() else 0.0
-        )
-        within_relative = (
-            float(np.mean(ratios[finite] <= (relative or 0.0) + 1e-12)) if finite.any() else 0.0
-        )
     is_relative = relative is not None and _grows_with_amount(d, lv, ratios)
     tolerance = relative if is_relative else absolute
-    within = within_relative if is_relative else within_absolute
-    breaks = int(np.sum(finite)) - int(round(within * np.sum(finite)))
+    with np.errstate(invalid="ignore"):
+        if is_relative:
+            kept = ratios[finite] <= (relative or 0.0) + 1e-12
+        else:
+            kept = d[finite] <= (absolute or 0.0) + 1e-9
+    within = float(np.mean(kept)) if len(kept) else 0.0
+    breaks = int(np.sum(~kept))
     return AmountLink(
         link.left,
         link.right,
