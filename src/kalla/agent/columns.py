@@ -38,7 +38,13 @@ DATE_FORMATS = (
     "%d-%m-%Y",
     "%Y%m%d",
     "%d %b %Y",
+    "%d-%b-%Y",
     "%b %d %Y",
+    "%b %d, %Y",
+    "%d %B %Y",
+    "%B %d, %Y",
+    "%d/%m/%y",
+    "%m/%d/%y",
 )
 _AMOUNT_NAME = re.compile(
     r"amount|amt|total|value|sum|debit|credit|net|gross|paid|balance|price|fee|charge",

@@ -114,6 +114,8 @@ class Design:
     right_columns: tuple[ColumnInfo, ...]
     left_key: tuple[str, ...]
     right_key: tuple[str, ...]
+    left_ids: tuple[str, ...] = ()  # every column that identifies a row (shown in matches)
+    right_ids: tuple[str, ...] = ()
     keys: tuple[KeyLink, ...] = ()
     amount: AmountLink | None = None
     window: DateLink | None = None  # a condition: dates within low..high days
@@ -267,6 +269,14 @@ def primary_key(side: Side) -> tuple[tuple[str, ...], str | None]:
     return best.columns, (
         f"'{side.alias}' has no strictly unique key; {', '.join(best.columns)} identifies "
         f"{best.distinct_share:.1%} of its rows"
+    )
+
+
+def _ids(side: Side) -> tuple[str, ...]:
+    return tuple(
+        c.name
+        for c in side.profile.columns
+        if c.unique and c.info.kind in (Kind.TEXT, Kind.INTEGER, Kind.DECIMAL)
     )
 
 
@@ -909,6 +919,8 @@ def design_match(
         "right_columns": tuple(right.columns()),
         "left_key": left_key,
         "right_key": right_key,
+        "left_ids": _ids(left),
+        "right_ids": _ids(right),
     }
     keys, window = choose_keys(left, right, findings)
     if keys:

@@ -178,7 +178,13 @@ def _select(design: Design, conditions: list[exp.Expression]) -> str:
     la, ra = design.left_alias, design.right_alias
     columns: list[exp.Expression] = [col(la, k) for k in design.left_key]
     columns += [col(ra, k) for k in design.right_key]
-    extras: list[tuple[str, ColumnInfo]] = []
+    # Besides the keys: every id column, the columns the match compares (for review)
+    extras: list[tuple[str, ColumnInfo | str]] = [(la, name) for name in design.left_ids]
+    extras += [(ra, name) for name in design.right_ids]
+    for link in design.keys:
+        extras += [(la, link.left), (ra, link.right)]
+    if design.counterparty is not None:
+        extras += [(la, design.counterparty.left), (ra, design.counterparty.right)]
     if design.amount is not None:
         extras += [(la, design.amount.left), (ra, design.amount.right)]
     date = design.window or design.rank_date
@@ -186,7 +192,8 @@ def _select(design: Design, conditions: list[exp.Expression]) -> str:
         extras += [(la, date.left), (ra, date.right)]
     seen = {(la, k) for k in design.left_key} | {(ra, k) for k in design.right_key}
     for alias, info in extras:
-        for name in info.parts or (info.name,):
+        names = (info,) if isinstance(info, str) else info.parts or (info.name,)
+        for name in names:
             if (alias, name) not in seen:
                 seen.add((alias, name))
                 columns.append(col(alias, name))
