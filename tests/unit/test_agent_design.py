@@ -264,3 +264,25 @@ def test_small_differences_that_chance_explains_are_no_tolerance() -> None:
     chance = np.array([1.5, 2.5, 4.0, 300.0, 700.0] * 20)
     assert not _beats_chance(real, chance, 5.0)
     assert _beats_chance(np.array([0.0] * 70 + [0.01, 0.02] * 15), chance, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("values", "scale"),
+    [
+        (["$1,234.50", "($80.00)", "12.5"], 2),
+        (["1,000", "-2,500", "(300)"], 0),
+        (["1.5", "2.25"], None),  # plain numbers: typed when staged, not text amounts
+        (["A-100", "1,234.50"], None),
+        (["12/03/2024", "(1)"], None),
+    ],
+)
+def test_amounts_written_as_text_are_recognised(values: list[str], scale: int | None) -> None:
+    from kalla.agent.columns import as_float, column_info
+
+    column = pa.chunked_array([pa.array(values)])
+    info = column_info("amount", column)
+    assert info.number_scale == scale
+    if scale is not None:
+        assert info.is_measure and not info.is_keyable
+        numbers = as_float(column).to_pylist()
+        assert numbers[1] < 0

@@ -46,6 +46,12 @@ DATE_FORMATS = (
     "%d/%m/%y",
     "%m/%d/%y",
 )
+# An amount written as text the way spreadsheets export it: thousands separators, a currency
+# sign, a minus or parentheses for negatives (``$1,234.50``, ``(1,234.50)``, ``-12.00``).
+_GROUPED_NUMBER = (
+    r"^\s*\(?\s*[-+]?\s*[$€£]?\s*[-+]?\s*(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?\s*\)?\s*$"
+)
+_NOT_DIGITS = r"[^0-9.]"
 _AMOUNT_NAME = re.compile(
     r"amount|amt|total|value|sum|debit|credit|net|gross|paid|balance|price|fee|charge",
     re.IGNORECASE,
@@ -61,6 +67,7 @@ class ColumnInfo:
     kind: Kind
     date_format: str | None = None
     parts: tuple[str, str] | None = None  # an amount split in two columns: first minus second
+    number_scale: int | None = None  # an amount written as text: its digits after the point
 
     @property
     def is_date(self) -> bool:
@@ -69,14 +76,14 @@ class ColumnInfo:
     @property
     def is_measure(self) -> bool:
         """Amount-like: decimals and floats, and integers whose name says amount."""
-        if self.kind in (Kind.DECIMAL, Kind.FLOAT):
+        if self.kind in (Kind.DECIMAL, Kind.FLOAT) or self.number_scale is not None:
             return True
         return self.kind is Kind.INTEGER and bool(_AMOUNT_NAME.search(self.name))
 
     @property
     def is_keyable(self) -> bool:
         """Could identify a record: text and integers that are not amounts."""
-        if self.date_format is not None:
+        if self.date_format is not None or self.number_scale is not None:
             return False
         return self.kind is Kind.TEXT or (self.kind is Kind.INTEGER and not self.is_measure)
 
@@ -102,7 +109,36 @@ def kind_of(data_type: pa.DataType) -> Kind:
 def column_info(name: str, column: pa.ChunkedArray) -> ColumnInfo:
     kind = kind_of(column.type)
     fmt = date_format(column) if kind is Kind.TEXT else None
-    return ColumnInfo(name=name, arrow_type=str(column.type), kind=kind, date_format=fmt)
+    scale = number_scale(column) if kind is Kind.TEXT and fmt is None else None
+    return ColumnInfo(
+        name=name, arrow_type=str(column.type), kind=kind, date_format=fmt, number_scale=scale
+    )
+
+
+def number_scale(column: pa.ChunkedArray) -> int | None:
+    """The digits after the point when every value is an amount written as text with
+    thousands separators, a currency sign or parentheses (plain numbers are typed as
+    numbers when staged, so only those formats reach here); None otherwise."""
+    values = column.drop_null()
+    if len(values) == 0:
+        return None
+    if not pc.all(pc.match_substring_regex(values, _GROUPED_NUMBER)).as_py():
+        return None
+    if not pc.any(pc.match_substring_regex(values, r"[,$€£()]")).as_py():
+        return None
+    digits = pc.replace_substring_regex(values, _NOT_DIGITS, "")
+    point = pc.find_substring(digits, ".")
+    after = pc.if_else(
+        pc.greater_equal(point, 0), pc.subtract(pc.subtract(pc.utf8_length(digits), point), 1), 0
+    )
+    return int(pc.max(after).as_py() or 0)
+
+
+def _text_number(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An amount written as text, as float64 (negative with a minus or parentheses)."""
+    magnitude = pc.cast(pc.replace_substring_regex(column, _NOT_DIGITS, ""), pa.float64())
+    negative = pc.match_substring_regex(column, r"[-(]")
+    return pc.if_else(negative, pc.negate(magnitude), magnitude)
 
 
 def date_format(column: pa.ChunkedArray) -> str | None:
@@ -131,7 +167,10 @@ def as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def as_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Numbers as float64, for statistics and distances (never for the match itself)."""
+    """Numbers (or amounts written as text) as float64, for statistics and distances
+    (never for the match itself)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _text_number(column)
     return pc.cast(column, pa.float64(), safe=False)
 
 

@@ -310,9 +310,9 @@ class _Misses:
         amount = self.found.amount
         if amount is not None:
             mine = self._column(side, amount)
-            value = row.get(mine)
+            value = _number(row.get(mine))
             if value is not None:
-                cents = round(abs(float(value)) * 100)
+                cents = round(abs(value) * 100)
                 rows = self._lookup(other, self._column(other, amount), "amount").get(cents)
                 if rows:
                     candidate = table.slice(rows[0], 1).to_pylist()[0]
@@ -335,8 +335,8 @@ class _Misses:
                 row.get(self._column(side, amount)),
                 candidate.get(self._column("right" if side == "left" else "left", amount)),
             )
-            if mine is not None and theirs is not None:
-                a, b = float(mine), float(theirs)
+            a, b = _number(mine), _number(theirs)
+            if a is not None and b is not None:
                 if abs(abs(a) - abs(b)) > 1e-9:
                     parts.append(f"amounts differ by {abs(abs(a) - abs(b)):.2f}")
                 elif abs(a - b) > 1e-9 and abs(a + b) < 1e-9:
@@ -350,6 +350,19 @@ class _Misses:
         if len(parts) == 1:
             parts.append("but it is matched to another record or fails another condition")
         return ", ".join(parts)
+
+
+def _number(value: Any) -> float | None:
+    """A cell as a number (amounts written as text included), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            number = as_float(pa.chunked_array([pa.array([value])])).to_pylist()[0]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return None if number is None else float(number)
+    return float(value)
 
 
 def _day(value: Any) -> int | None:

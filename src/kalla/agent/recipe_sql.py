@@ -52,8 +52,26 @@ def _num(value: object) -> exp.Expression:
     return exp.Literal.number(str(value))
 
 
+def text_number(alias: str, info: ColumnInfo) -> exp.Expression:
+    """An amount written as text (``$1,234.50``, ``(12.00)``) as an exact decimal."""
+    column = col(alias, info)
+    digits = _call(
+        "regexp_replace",
+        column,
+        exp.Literal.string("[^0-9.]"),
+        exp.Literal.string(""),
+        exp.Literal.string("g"),
+    )
+    number = exp.cast(digits, exp.DataType.build(f"DECIMAL(38, {info.number_scale or 0})"))
+    negative = exp.RegexpLike(this=column, expression=exp.Literal.string("[-(]"))
+    return exp.Case(ifs=[exp.If(this=negative, true=exp.Neg(this=number))], default=number)
+
+
 def value(alias: str, info: ColumnInfo) -> exp.Expression:
-    """A column, or an amount split in two: ``COALESCE(a, 0) - COALESCE(b, 0)``."""
+    """A column; an amount written as text; or an amount split in two:
+    ``COALESCE(a, 0) - COALESCE(b, 0)``."""
+    if info.number_scale is not None:
+        return exp.paren(text_number(alias, info))
     if info.parts is None:
         return col(alias, info)
     first, second = (
