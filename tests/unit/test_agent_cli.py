@@ -88,3 +88,22 @@ def test_files_with_nothing_in_common_say_why(tmp_path: Path) -> None:
     assert "share no key column and no amounts" in stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_parquet_files_are_read_where_they_lie(tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    case = CASE.parent / "bank_tolerance"
+    for name in ("ledger", "bank"):
+        pq.write_table(pacsv.read_csv(case / f"{name}.csv"), tmp_path / f"{name}.parquet")
+    code, stdout, stderr = _suggest(
+        tmp_path,
+        str(tmp_path / "ledger.parquet"),
+        str(tmp_path / "bank.parquet"),
+        "-o",
+        str(tmp_path / "r.json"),
+        "--json",
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["preview"]["counts"]["matched_rows"] == 360

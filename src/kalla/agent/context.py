@@ -127,6 +127,7 @@ class ToolContext:
             shutil.move(path, kept)
             path = kept
         index[alias] = {"uri": source.uri, "path": str(path)}
+        self.staged_dir.mkdir(parents=True, exist_ok=True)  # a Parquet file stays where it is
         tmp = index_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(index))
         os.replace(tmp, index_path)
