@@ -1,4 +1,4 @@
-"""``kalla`` command line: run | demo | bench | worker | serve."""
+"""``kalla`` command line: run | suggest | demo | bench | worker | serve."""
 
 from __future__ import annotations
 
@@ -178,6 +178,35 @@ def run_command(
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
     else:
         _print_summary(summary)
+
+
+@app.command("suggest")
+def suggest_command(
+    left: Annotated[Path, typer.Argument(metavar="LEFT_FILE", help="The left source file.")],
+    right: Annotated[Path, typer.Argument(metavar="RIGHT_FILE", help="The right source file.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the recipe.")
+    ] = Path("recipe.json"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing recipe file.")
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Build a recipe for two files from their data alone (no API key), and preview it."""
+    from kalla.agent.files import suggest_files, write_recipe
+    from kalla.agent.report import print_suggestion
+
+    def go() -> Any:
+        found = suggest_files(left, right)
+        write_recipe(found.suggestion.recipe, output, overwrite=overwrite)
+        return found
+
+    found = _guarded(debug, go)
+    if as_json:
+        sys.stdout.write(json.dumps(found.to_dict(output)) + "\n")
+    else:
+        print_suggestion(out, found, output)
 
 
 @app.command("demo")

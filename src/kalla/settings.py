@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
 
+    # recipe builder (docs/agent.md)
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    agent_model: str = Field(default="claude-sonnet-5", min_length=1, alias="KALLA_AGENT_MODEL")
+    agent_share_rows: bool = Field(default=True, alias="KALLA_AGENT_SHARE_ROWS")
+    agent_max_turns: int = Field(default=40, ge=1, alias="KALLA_AGENT_MAX_TURNS")
+    agent_max_tokens: int = Field(default=600_000, ge=1000, alias="KALLA_AGENT_MAX_TOKENS")
+    agent_max_retries: int = Field(default=4, ge=0, le=10, alias="KALLA_AGENT_MAX_RETRIES")
+    agent_preview_rows: int = Field(default=2_000_000, ge=1, alias="KALLA_AGENT_PREVIEW_ROWS")
+
     # worker (docs/worker.md)
     worker_host: str = Field(default="127.0.0.1", alias="KALLA_WORKER_HOST")
     worker_port: int = Field(default=50050, ge=0, le=65535, alias="KALLA_WORKER_PORT")

@@ -1,5 +1,6 @@
 """One router per resource."""
 
+from kalla.app.api.agent import router as agent_router
 from kalla.app.api.callbacks import router as callbacks_router
 from kalla.app.api.overview import router as overview_router
 from kalla.app.api.recipes import router as recipes_router
@@ -16,6 +17,7 @@ ROUTERS = (
     callbacks_router,
     run_views_router,
     overview_router,
+    agent_router,
 )
 
 __all__ = ["ROUTERS"]

@@ -1,4 +1,5 @@
-"""The four tables: registered sources, immutable recipe versions, runs and their events."""
+"""The tables: registered sources, immutable recipe versions, runs and their events, and
+the recipe builder's sessions and their events."""
 
 from __future__ import annotations
 
@@ -114,4 +115,40 @@ class RunEventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentSessionRow(Base):
+    """A recipe-builder session: its sources, its state (history, proposal, preview), status.
+
+    ``sources`` holds uploads by their path under the session's directory and registered
+    sources by id and name only: a URI (which may hold a credential) is looked up when
+    needed, never copied here."""
+
+    __tablename__ = "agent_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="idle")
+    sources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    work_dir: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentEventRow(Base):
+    """One event of a session's turns, in order (what its SSE stream sent)."""
+
+    __tablename__ = "agent_events"
+    __table_args__ = (UniqueConstraint("session_id", "seq", name="uq_agent_events"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("agent_sessions.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
