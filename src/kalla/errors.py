@@ -106,6 +106,14 @@ class ResourceLimitError(KallaError):
     kind = "memory_limit"
 
 
+class RunCancelled(KallaError):
+    """The run was cancelled (on request or at shutdown) before it finished."""
+
+    status = 409
+    exit_code = 130
+    kind = "cancelled"
+
+
 class NotFoundError(KallaError):
     """A run, job, recipe or source that the service does not know."""
 

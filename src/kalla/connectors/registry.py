@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kalla.connectors.base import Connector, ProgressFn, StagedSource
+from kalla.connectors.base import Connector, ProgressFn, StagedSource, TableWriter
 from kalla.connectors.uri import redact_uri, resolve_env
 from kalla.errors import SourceError
 from kalla.suggest import closest
@@ -34,11 +34,16 @@ def stage_source(
     progress: ProgressFn | None = None,
     expected_columns: Sequence[str] | None = None,
     filters: Sequence[Any] = (),
+    writer: TableWriter | None = None,
 ) -> StagedSource:
     """Stage one source as Parquet for the engine (see ``Connector.stage`` for the flow)."""
     connector = connector_for(uri, alias=alias)
     return connector.stage(
-        staging_dir, progress=progress, expected_columns=expected_columns, filters=filters
+        staging_dir,
+        progress=progress,
+        expected_columns=expected_columns,
+        filters=filters,
+        writer=writer,
     )
 
 

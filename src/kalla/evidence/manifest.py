@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import datafusion
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -32,8 +31,12 @@ def build_manifest(
     digests: Mapping[str, Future[str]] | None = None,
     summary: Mapping[str, Any],
     started_at: datetime,
+    engine: Mapping[str, str],
+    executor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest as a dict; outputs are fingerprinted here, after they are complete."""
+    """The manifest as a dict; outputs are fingerprinted here, after they are complete.
+
+    ``engine``: the executor's library versions; ``executor``: the settings it ran with."""
     files = {}
     for name, path in outputs.items():
         digest = digests.get(name) if digests else None
@@ -52,10 +55,11 @@ def build_manifest(
         "sql": list(sql),
         "engine": {
             "kalla": kalla.__version__,
-            "datafusion": datafusion.__version__,
+            **engine,
             "pyarrow": pa.__version__,
             "python": platform.python_version(),
         },
+        "executor": dict(executor or {}),
         "inputs": list(inputs),
         "outputs": files,
         "control_totals": summary["control_totals"],
