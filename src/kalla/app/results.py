@@ -1,7 +1,8 @@
 """Run outputs read straight from their Parquet files: pages as JSON, whole-file downloads.
 
-Pages go through DataFusion's DataFrame API (expressions, never SQL text), so a sort or a
-filter on a big output streams and uses top-k instead of loading the file.
+Pages go through ``kalla.engine.open_parquet`` (DataFusion's DataFrame API: expressions,
+never SQL text), so a sort or a filter on a big output streams and uses top-k instead of
+loading the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from kalla.app.errors import BadRequestError
+from kalla.engine import open_parquet
 from kalla.suggest import did_you_mean
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header row
@@ -44,10 +46,6 @@ class DownloadFormat(StrEnum):
     CSV = "csv"
     XLSX = "xlsx"
     PARQUET = "parquet"
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _check_column(name: str, schema: pa.Schema, what: str) -> pa.Field:
@@ -78,10 +76,6 @@ def _typed_value(text: str, field: pa.Field) -> Any:
     return value
 
 
-def _arrow_schema(path: Path) -> pa.Schema:
-    return pq.read_schema(path)
-
-
 def read_page(
     path: Path,
     *,
@@ -94,36 +88,21 @@ def read_page(
     filter_value: str | None,
 ) -> dict[str, Any]:
     """``{columns, rows, total, offset, limit}`` for one page of one output."""
-    from datafusion import SessionContext, col, lit
-    from datafusion import functions as f
-
-    schema = _arrow_schema(path)
-    ctx = SessionContext()
-    frame = ctx.read_parquet(str(path))
+    view = open_parquet(path)
+    schema = view.schema
     if filter_column is not None:
         if filter_value is None:
             raise BadRequestError("filter_column needs a filter_value")
         field = _check_column(filter_column, schema, "filter_column")
-        column = col(_quoted(filter_column))
         if filter_op is FilterOperator.CONTAINS:
-            text = column.cast(pa.string())
-            frame = frame.filter(f.strpos(text, lit(filter_value)) > lit(0))
+            view = view.contains(filter_column, filter_value)
         else:
-            value = lit(_typed_value(filter_value, field))
-            condition = {
-                FilterOperator.EQ: column == value,
-                FilterOperator.NEQ: column != value,
-                FilterOperator.GT: column > value,
-                FilterOperator.GTE: column >= value,
-                FilterOperator.LT: column < value,
-                FilterOperator.LTE: column <= value,
-            }[filter_op]
-            frame = frame.filter(condition)
-    total = frame.count()
+            view = view.where(filter_column, filter_op.value, _typed_value(filter_value, field))
+    total = view.count()
     if sort is not None:
         _check_column(sort, schema, "sort")
-        frame = frame.sort(col(_quoted(sort)).sort(ascending=not descending, nulls_first=False))
-    table = frame.limit(limit, offset=offset).to_arrow_table()
+        view = view.sort(sort, descending=descending)
+    table = view.page(offset, limit)
     return {
         "columns": [{"name": fld.name, "type": str(fld.type)} for fld in schema],
         "rows": [_json_row(row) for row in table.to_pylist()],
