@@ -157,6 +157,17 @@ def test_memory_limit_is_a_clear_error_not_a_crash(engine: str, tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("strategy", ["hash", "sort_merge"])
+def test_join_strategy_setting_holds_with_a_memory_limit(tmp_path: Path, strategy: str) -> None:
+    """--memory-limit replaces the limit only; KALLA_JOIN_STRATEGY still decides the joins."""
+    env = {"KALLA_JOIN_STRATEGY": strategy}
+    result = kalla(*run_args(tmp_path / "out"), "--memory-limit", "1G", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    executor = json.loads((tmp_path / "out" / "manifest.json").read_text())["executor"]
+    assert (executor["join_strategy"], executor["joins"]) == (strategy, strategy)
+    assert executor["memory_limit"] == 1024**3
+
+
 @pytest.mark.parametrize(
     ("codec", "written"),
     [("snappy", "SNAPPY"), ("gzip(9)", "GZIP"), ("uncompressed", "UNCOMPRESSED")],
