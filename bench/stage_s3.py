@@ -26,6 +26,11 @@ import pyarrow.csv as pacsv
 
 from kalla.bench.generate import generate
 from kalla.connectors import stage_source
+from kalla.engine import EngineOptions, make_executor
+from kalla.settings import get_settings
+
+# Stage as `kalla run` does: with the engine's Parquet writer.
+WRITER = make_executor(EngineOptions.from_settings(get_settings())).write_table
 
 
 def main() -> None:
@@ -65,7 +70,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="kalla-s3-bench-") as tmp:
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                staged = stage_source(uri, alias="invoices", staging_dir=Path(tmp))
+                staged = stage_source(uri, alias="invoices", staging_dir=Path(tmp), writer=WRITER)
                 times.append(time.perf_counter() - start)
                 staged.path.unlink()
         median = statistics.median(times)
