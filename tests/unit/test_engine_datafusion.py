@@ -15,7 +15,7 @@ from datafusion import SessionContext
 from kalla.engine import EngineOptions, open_parquet
 from kalla.engine.datafusion import DataFusionExecutor
 from kalla.engine.datafusion.session import read_only
-from kalla.errors import RunCancelled, SqlError
+from kalla.errors import OutputError, RunCancelled, SqlError
 from kalla.plan.dialect import RecipeSQL
 
 OPTIONS = EngineOptions(memory_limit=256 * 1024**2, target_partitions=2)
@@ -112,6 +112,14 @@ def test_writers_keep_row_order_schema_and_codec(tmp_path: Path) -> None:
     )
     assert pq.read_schema(tmp_path / "empty.parquet") == table.schema
     assert rows == 0 and pq.read_schema(tmp_path / "none.parquet").names == ["id", "n"]
+
+
+def test_a_file_that_cannot_be_written_is_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with DataFusionExecutor(OPTIONS) as executor, pytest.raises(OutputError) as raised:
+        executor.write_table(pa.table({"a": [1]}), tmp_path / "file" / "a.parquet")
+    assert raised.value.message.startswith(f"cannot write {tmp_path / 'file' / 'a.parquet'}: ")
+    assert "Not a directory" in raised.value.message
 
 
 def test_versions_and_settings_name_the_engine(tmp_path: Path) -> None:

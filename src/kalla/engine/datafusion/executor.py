@@ -22,7 +22,7 @@ from sqlglot import exp
 from kalla.engine.datafusion.errors import translate
 from kalla.engine.datafusion.session import make_context, partitions, prefer_hash_join, read_only
 from kalla.engine.executor import EngineOptions, Executor
-from kalla.errors import RunCancelled
+from kalla.errors import OutputError, RunCancelled, SqlError
 from kalla.plan.dialect import RecipeSQL
 from kalla.settings import parquet_codec
 
@@ -124,7 +124,10 @@ class DataFusionExecutor(Executor):
             statistics_enabled="chunk",
         )
         frame = self._ordered.from_arrow(table)
-        self._run(f"writing {path.name}", frame.write_parquet_with_options, str(path), options)
+        try:
+            self._run(str(path), frame.write_parquet_with_options, str(path), options)
+        except SqlError as exc:  # no SQL here: the file could not be written
+            raise OutputError(f"cannot write {exc.message}") from None
 
     def cancel(self) -> None:
         """Statements that have not started raise ``RunCancelled``; one that is running
