@@ -59,6 +59,21 @@ def test_an_unknown_table_is_named_with_a_suggestion() -> None:
     )
 
 
+@pytest.mark.parametrize(("conditions", "runs"), [(1000, True), (12_000, False)])
+def test_sql_too_deep_for_datafusion_is_refused_not_a_crash(conditions: int, runs: bool) -> None:
+    """DataFusion's planner overflows its stack (and ends the process) on a chain of ~10,000
+    ORs; the executor refuses such SQL with a clear error instead."""
+    ors = " OR ".join(f"a = {i}" for i in range(conditions))
+    with DataFusionExecutor(OPTIONS) as executor:
+        executor.create_view("t", sql("SELECT 1 AS a"), what="t")
+        query = sql(f"SELECT a FROM t WHERE {ors}")
+        if runs:
+            assert executor.fetch(query, what="match_sql").num_rows == 1
+            return
+        with pytest.raises(SqlError, match=r"match_sql: the SQL nests 12,00\d levels deep"):
+            executor.fetch(query, what="match_sql")
+
+
 def _inputs(tmp_path: Path, executor: DataFusionExecutor, rows: int = 1000) -> None:
     for name in ("l", "r"):
         table = pa.table({"k": pa.array(range(rows)), "v": pa.array(range(rows))})

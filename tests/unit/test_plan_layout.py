@@ -83,3 +83,18 @@ def test_duplicate_names_are_qualified_in_the_select_list_itself() -> None:
     assert rendered.endswith(
         """CAST('p' AS VARCHAR) AS "match_pass" FROM ledger AS l JOIN bank AS b ON l.ref = b.ref"""
     )
+
+
+def test_a_long_chain_of_conditions_is_read_whole_and_run_as_written() -> None:
+    sources = {"l": ["id", "ref"], "r": ["rid", "ref"]}
+    keys = {"l": ["id"], "r": ["rid"]}
+    ors = " OR ".join(f"l.ref = 'v{i}'" for i in range(500))
+    sql = f"SELECT l.id, r.rid FROM l JOIN r ON l.ref = r.ref WHERE {ors}"
+    query, layout = plan_pass(
+        parse_query(sql, "m"), sources=sources, keys=keys, pass_name="p", where="m"
+    )
+    assert dict(layout.keys) == {"l": ("id",), "r": ("rid",)}
+    assert query.sql(dialect="postgres").endswith(f"WHERE {ors}")
+    typo = sql.replace("l.ref = 'v250'", "l.reff = 'v250'")
+    with pytest.raises(SqlError, match=r"unknown column 'l\.reff' at line 1, column"):
+        plan_pass(parse_query(typo, "m"), sources=sources, keys=keys, pass_name="p", where="m")

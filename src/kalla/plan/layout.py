@@ -159,7 +159,7 @@ def _analysed(
 ) -> tuple[exp.Query, dict[str, str]]:
     """A qualified copy of ``tree`` (every column's relation resolved, every star expanded)
     and the labels of the expressions it had to name."""
-    copy = tree.copy()
+    copy = _balanced(tree.copy())
     labels: dict[str, str] = {}
     for select in copy.find_all(exp.Select):
         items = []
@@ -187,6 +187,35 @@ def _analysed(
         raise SqlError(f"{where}: the SQL is nested too deeply to plan") from None
     _check_unknown_columns(qualified, tree, sources, where)
     return qualified, labels
+
+
+def _balanced(tree: exp.Query) -> exp.Query:
+    """``tree`` with each long chain of ANDs (or ORs) regrouped as a balanced tree: the
+    same columns in the same scopes, but sqlglot's scope analysis, which looks up every
+    column's ancestors, no longer takes time in the square of the chain's length."""
+    stack: list[exp.Expr] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Connector) and type(node.parent) is not type(node):
+            operands = list(node.flatten(unnest=False))
+            if len(operands) > _CHAIN:
+                node = node.replace(_regroup(type(node), operands))
+            stack.extend(operands)
+            continue
+        stack.extend(node.iter_expressions())
+    return tree
+
+
+_CHAIN = 32
+
+
+def _regroup(kind: type[exp.Connector], operands: list[exp.Expr]) -> exp.Expr:
+    if len(operands) == 1:
+        return operands[0]
+    middle = len(operands) // 2
+    return kind(
+        this=_regroup(kind, operands[:middle]), expression=_regroup(kind, operands[middle:])
+    )
 
 
 def _position(node: exp.Expr) -> str:

@@ -30,6 +30,19 @@ T = TypeVar("T")
 
 # Small enough row groups that a staged file is scanned on every core at 1M rows.
 _ROW_GROUP_ROWS = 512 * 1024
+# DataFusion's planner recurses once per level of an expression and overflows its stack, and
+# takes the process down, between 8,000 and 10,000 levels (a chain of ORs, measured): refuse
+# well before that.
+MAX_DEPTH = 4000
+
+
+def _depth(tree: exp.Expr) -> int:
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node.iter_expressions())
+    return deepest
 
 
 class DataFusionExecutor(Executor):
@@ -69,6 +82,12 @@ class DataFusionExecutor(Executor):
         self._ctx.sql(f"SET datafusion.optimizer.prefer_hash_join = {setting}")
 
     def _frame(self, query: exp.Query, what: str) -> DataFrame:
+        depth = _depth(query)
+        if depth > MAX_DEPTH:
+            raise SqlError(
+                f"{what}: the SQL nests {depth:,} levels deep (a chain of thousands of ORs?); "
+                f"DataFusion plans at most {MAX_DEPTH:,}: match long lists with IN (...)"
+            )
         self._decide_join_strategy()
         return self._run(what, self._ctx.sql_with_options, self.render(query), read_only())
 
