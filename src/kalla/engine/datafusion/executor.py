@@ -55,7 +55,6 @@ class DataFusionExecutor(Executor):
         self._hash_join: bool | None = None  # decided before the first query
         self._cancelled = threading.Event()
         self._views: list[str] = []  # names messages may offer (the source aliases)
-        self._ordered: SessionContext | None = None  # one partition: rows stay in order
         # Outputs are mostly unique strings (ids, descriptions): dictionary encoding and
         # page-level statistics cost ~20% of the write and buy nothing there (measured at 1M).
         self._output_options = ParquetWriterOptions(
@@ -135,14 +134,15 @@ class DataFusionExecutor(Executor):
         columns are still encoded in parallel. Row-group statistics only: page-level ones
         cost ~10% of the write (measured on the 1M invoices table) and the file is scanned
         whole."""
-        if self._ordered is None:
-            self._ordered = SessionContext(SessionConfig().with_target_partitions(1))
+        # A context of its own per table: from_arrow registers the table in its context,
+        # which would otherwise keep every staged table in memory until the run ends.
+        ordered = SessionContext(SessionConfig().with_target_partitions(1))
         options = ParquetWriterOptions(
             compression=self.options.compression,
             max_row_group_size=_ROW_GROUP_ROWS,
             statistics_enabled="chunk",
         )
-        frame = self._ordered.from_arrow(table)
+        frame = ordered.from_arrow(table)
         try:
             self._run(str(path), frame.write_parquet_with_options, str(path), options)
         except SqlError as exc:  # no SQL here: the file could not be written
@@ -175,4 +175,3 @@ class DataFusionExecutor(Executor):
             if self._ctx.table_exist(name):
                 self._ctx.deregister_table(name)
         self._views.clear()
-        self._ordered = None
