@@ -106,14 +106,6 @@ class ResourceLimitError(KallaError):
     kind = "memory_limit"
 
 
-class RunCancelled(KallaError):
-    """The run was cancelled (on request or at shutdown) before it finished."""
-
-    status = 409
-    exit_code = 130
-    kind = "cancelled"
-
-
 class NotFoundError(KallaError):
     """A run, job, recipe or source that the service does not know."""
 
@@ -156,3 +148,11 @@ class UnavailableError(KallaError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+
+class JobCancelled(KallaError):
+    """The run was cancelled (on request or at shutdown) before it finished."""
+
+    status = 409
+    exit_code = 130
+    kind = "cancelled"

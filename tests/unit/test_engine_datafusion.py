@@ -15,7 +15,7 @@ from datafusion import SessionContext
 from kalla.engine import EngineOptions, open_parquet
 from kalla.engine.datafusion import DataFusionExecutor
 from kalla.engine.datafusion.session import read_only
-from kalla.errors import OutputError, RunCancelled, SqlError
+from kalla.errors import JobCancelled, OutputError, SqlError
 from kalla.plan.dialect import RecipeSQL
 
 OPTIONS = EngineOptions(memory_limit=256 * 1024**2, target_partitions=2)
@@ -105,9 +105,9 @@ def test_a_cancelled_executor_starts_nothing_more(tmp_path: Path) -> None:
     with DataFusionExecutor(OPTIONS) as executor:
         _inputs(tmp_path, executor)
         executor.cancel()
-        with pytest.raises(RunCancelled, match="match_sql: the run was cancelled"):
+        with pytest.raises(JobCancelled, match="match_sql: the run was cancelled"):
             executor.fetch(sql("SELECT COUNT(*) FROM l"), what="match_sql")
-        with pytest.raises(RunCancelled):
+        with pytest.raises(JobCancelled):
             executor.write_table(pa.table({"a": [1]}), tmp_path / "a.parquet")
 
 

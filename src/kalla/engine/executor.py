@@ -81,7 +81,7 @@ class Executor(Protocol):
         ...
 
     def cancel(self) -> None:
-        """Ask the run to stop: calls from now on raise ``RunCancelled``."""
+        """Ask the run to stop: calls from now on raise ``JobCancelled``."""
         ...
 
     def versions(self) -> dict[str, str]:

@@ -22,7 +22,7 @@ from sqlglot import exp
 from kalla.engine.datafusion.errors import translate
 from kalla.engine.datafusion.session import make_context, partitions, prefer_hash_join, read_only
 from kalla.engine.executor import EngineOptions, Executor
-from kalla.errors import OutputError, RunCancelled, SqlError
+from kalla.errors import JobCancelled, OutputError, SqlError
 from kalla.plan.dialect import RecipeSQL
 from kalla.settings import parquet_codec
 
@@ -65,7 +65,7 @@ class DataFusionExecutor(Executor):
 
     def _run(self, what: str, action: Callable[..., T], *args: Any) -> T:
         if self._cancelled.is_set():
-            raise RunCancelled(f"{what}: the run was cancelled")
+            raise JobCancelled(f"{what}: the run was cancelled")
         try:
             return action(*args)
         except Exception as exc:  # DataFusion raises plain Exceptions
@@ -149,7 +149,7 @@ class DataFusionExecutor(Executor):
             raise OutputError(f"cannot write {exc.message}") from None
 
     def cancel(self) -> None:
-        """Statements that have not started raise ``RunCancelled``; one that is running
+        """Statements that have not started raise ``JobCancelled``; one that is running
         finishes first (DataFusion stops a running query only on a signal to the main
         thread, e.g. SIGINT to the process)."""
         self._cancelled.set()
