@@ -3,6 +3,7 @@ the join strategy, cancellation, its Parquet writers, and result pages."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
@@ -173,3 +174,13 @@ def test_result_pages_filter_sort_and_page_in_place(output: Path) -> None:
     streamed = [row for batch in big.batches() for row in batch.column("id").to_pylist()]
     assert streamed == ["b", "d", "c"]
     assert view.count() == 4  # each step is a new view; the first is unchanged
+
+
+def test_result_views_add_an_age_and_choose_columns(output: Path) -> None:
+    table = pa.table({"id": ["a", "b"], "due": [dt.date(2024, 1, 1), dt.date(2024, 3, 1)]})
+    pq.write_table(table, output)
+    view = open_parquet(output).with_days_since("age_days", "due", dt.date(2024, 3, 31))
+    view = view.where("age_days", "gt", 40).select(["age_days", "id"])
+    assert view.schema == pa.schema([("age_days", pa.int32()), ("id", pa.string())])
+    assert view.page(0, 10).to_pylist() == [{"age_days": 90, "id": "a"}]
+    assert [b.schema for b in view.batches()] == [view.schema]

@@ -6,7 +6,8 @@ streams and a sorted page uses top-k, instead of loading the file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ class ParquetView:
         self.schema: pa.Schema = pq.read_schema(self.path)
         self._frame: DataFrame = SessionContext().read_parquet(str(path))
 
-    def _with(self, frame: DataFrame) -> ParquetView:
+    def _with(self, frame: DataFrame, schema: pa.Schema | None = None) -> ParquetView:
         view = object.__new__(ParquetView)
-        view.path, view.schema, view._frame = self.path, self.schema, frame
+        view.path, view._frame = self.path, frame
+        view.schema = self.schema if schema is None else schema
         return view
 
     def where(self, column: str, op: str, value: Any) -> ParquetView:
@@ -62,6 +64,18 @@ class ParquetView:
         order = col(_quoted(column)).sort(ascending=not descending, nulls_first=False)
         return self._with(self._frame.sort(order))
 
+    def with_days_since(self, name: str, column: str, today: dt.date) -> ParquetView:
+        """A column ``name``: whole days from ``column`` (a date or timestamp) to ``today``."""
+        epoch_days = (today - dt.date(1970, 1, 1)).days
+        days = col(_quoted(column)).cast(pa.date32()).cast(pa.int32())
+        frame = self._frame.with_column(name, (lit(epoch_days) - days).cast(pa.int32()))
+        return self._with(frame, self.schema.append(pa.field(name, pa.int32())))
+
+    def select(self, columns: Sequence[str]) -> ParquetView:
+        """Only ``columns``, in that order."""
+        frame = self._frame.select(*[col(_quoted(name)) for name in columns])
+        return self._with(frame, pa.schema([self.schema.field(name) for name in columns]))
+
     def count(self) -> int:
         return int(self._frame.count())
 
@@ -69,6 +83,7 @@ class ParquetView:
         return self._frame.limit(limit, offset=offset).to_arrow_table()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """Every row of the view, streamed batch by batch."""
+        """Every row of the view, streamed batch by batch, in ``schema``'s types (DataFusion
+        may read strings as string views)."""
         for batch in self._frame.execute_stream():
-            yield batch.to_pyarrow()
+            yield batch.to_pyarrow().cast(self.schema)
