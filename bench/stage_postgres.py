@@ -29,9 +29,12 @@ import pyarrow.csv as pacsv
 
 from kalla.bench.generate import generate
 from kalla.connectors import connector_for, stage_source
+from kalla.engine import EngineOptions, make_executor
 from kalla.settings import Settings
 
 SETTINGS = Settings()
+# Stage as `kalla run` does: with the engine's Parquet writer.
+WRITER = make_executor(EngineOptions.from_settings(SETTINGS)).write_table
 
 DATABASE = "kalla_bench_stage"
 SERVER = os.environ.get("KALLA_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
@@ -94,14 +97,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kalla-stage-bench-") as tmp:
         staging = Path(tmp)
         stage_source(
-            peer_uri, alias="warm", settings=SETTINGS, staging_dir=staging
+            peer_uri, alias="warm", settings=SETTINGS, staging_dir=staging, writer=WRITER
         ).path.unlink()  # imports
         connectorx_read(peer_uri)
         for _ in range(args.repeat):  # interleaved, so both see the same machine
             for partitions in args.partitions:
                 uri = f"{SERVER}/{DATABASE}?table=invoices&partitions={partitions}"
                 start = time.perf_counter()
-                staged = stage_source(uri, alias="invoices", settings=SETTINGS, staging_dir=staging)
+                staged = stage_source(
+                    uri, alias="invoices", settings=SETTINGS, staging_dir=staging, writer=WRITER
+                )
                 times.setdefault(f"kalla partitions={partitions}", []).append(
                     time.perf_counter() - start
                 )

@@ -26,9 +26,12 @@ import pyarrow.csv as pacsv
 
 from kalla.bench.generate import generate
 from kalla.connectors import stage_source
+from kalla.engine import EngineOptions, make_executor
 from kalla.settings import Settings
 
 SETTINGS = Settings()
+# Stage as `kalla run` does: with the engine's Parquet writer.
+WRITER = make_executor(EngineOptions.from_settings(SETTINGS)).write_table
 
 
 def main() -> None:
@@ -69,7 +72,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 start = time.perf_counter()
                 staged = stage_source(
-                    uri, alias="invoices", settings=SETTINGS, staging_dir=Path(tmp)
+                    uri, alias="invoices", settings=SETTINGS, staging_dir=Path(tmp), writer=WRITER
                 )
                 times.append(time.perf_counter() - start)
                 staged.path.unlink()

@@ -16,8 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datafusion import udf
 
-from kalla.engine.session import EngineOptions, make_context
-from kalla.engine.sql import rewrite_tolerance
+from kalla.engine import EngineOptions
+from kalla.engine.datafusion.session import make_context
+from kalla.plan import RecipeSQL
+from kalla.plan.sql import parse_query, rewrite_tolerance
 from kalla.settings import get_settings
 
 JOIN = (
@@ -37,7 +39,9 @@ def main(left: str, right: str, runs: int = 5) -> None:
     ctx.register_udf(
         udf(_tolerance, [amount, amount, pa.decimal128(3, 2)], pa.bool_(), "immutable", "tol_udf")
     )
-    native = JOIN.format(rewrite_tolerance("tolerance_match(i.amount, p.paid_amount, 0.02)"))
+    native = rewrite_tolerance(
+        parse_query(JOIN.format("tolerance_match(i.amount, p.paid_amount, 0.02)"), "bench")
+    ).sql(dialect=RecipeSQL)
     python = JOIN.format("tol_udf(i.amount, p.paid_amount, CAST(0.02 AS DECIMAL(3, 2)))")
     times: dict[str, list[float]] = {"native rewrite": [], "python udf": []}
     for _ in range(runs):

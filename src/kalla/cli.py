@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import traceback
@@ -119,18 +120,14 @@ def _parse_sources(values: list[str]) -> dict[str, str]:
 
 
 def _options(memory_limit: str | None) -> EngineOptions:
+    """The settings' engine options, with ``--memory-limit`` in place of theirs when given."""
     options = EngineOptions.from_settings(get_settings())
     if memory_limit:
         try:
             limit = parse_size(memory_limit)
         except ValueError as exc:
             raise RecipeError(f"--memory-limit: {exc}") from None
-        options = EngineOptions(
-            memory_limit=limit,
-            spill_path=options.spill_path,
-            target_partitions=options.target_partitions,
-            compression=options.compression,
-        )
+        options = dataclasses.replace(options, memory_limit=limit)
     return options
 
 

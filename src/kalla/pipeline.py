@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kalla.connectors import StagedSource, stage_source
-from kalla.engine import EngineOptions, RunSummary, SourceInput, reconcile
+from kalla.connectors.base import TableWriter
+from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
 from kalla.errors import RecipeError
 from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
 from kalla.settings import Settings, get_settings
@@ -40,7 +41,6 @@ class RunRequest:
     overwrite: bool = False
     staging_dir: Path | None = None
     options: EngineOptions | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[SourceSpec, SourceSpec]:
@@ -78,7 +78,11 @@ def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[Sourc
 
 
 def _stage(
-    side: SourceSpec, staging_dir: Path, progress: StageProgress, settings: Settings
+    side: SourceSpec,
+    staging_dir: Path,
+    progress: StageProgress,
+    settings: Settings,
+    writer: TableWriter,
 ) -> StagedSource:
     return stage_source(
         side.uri,
@@ -88,6 +92,7 @@ def _stage(
         progress=lambda fraction: progress("staging", side.alias, fraction),
         expected_columns=side.expected_columns,
         filters=side.filters,
+        writer=writer,
     )
 
 
@@ -97,35 +102,38 @@ def run(
     progress: StageProgress | None = None,
     settings: Settings | None = None,
 ) -> RunSummary:
-    """Stage both sources into the staging dir, reconcile, and clean up what was staged."""
+    """Stage both sources into the staging dir (written by the engine's Parquet writer),
+    reconcile on the engine the options name, and clean up what was staged."""
     settings = settings or get_settings()
     report: StageProgress = progress or (lambda stage, alias, fraction: None)
     staging_dir = request.staging_dir or settings.staging_path
     staged: list[StagedSource] = []
+    options = request.options or EngineOptions.from_settings(settings)
     try:
-        for side in (request.left, request.right):
-            staged.append(_stage(side, staging_dir, report, settings))
-        inputs = [
-            SourceInput(
-                alias=side.alias,
-                path=s.path,
-                primary_key=side.primary_key,
-                filters=tuple(f for f in side.filters if f not in s.filters_applied),
-                uri=s.uri,
-                fingerprint=s.fingerprint,
+        with make_executor(options) as executor:
+            for side in (request.left, request.right):
+                staged.append(_stage(side, staging_dir, report, settings, executor.write_table))
+            inputs = [
+                SourceInput(
+                    alias=side.alias,
+                    path=s.path,
+                    primary_key=side.primary_key,
+                    filters=tuple(f for f in side.filters if f not in s.filters_applied),
+                    uri=s.uri,
+                    fingerprint=s.fingerprint,
+                )
+                for side, s in zip((request.left, request.right), staged, strict=True)
+            ]
+            return reconcile(
+                request.spec,
+                inputs[0],
+                inputs[1],
+                request.output_dir,
+                executor=executor,
+                recipe=request.recipe,
+                overwrite=request.overwrite,
+                progress=lambda stage, fraction: report(stage, None, fraction),
             )
-            for side, s in zip((request.left, request.right), staged, strict=True)
-        ]
-        return reconcile(
-            request.spec,
-            inputs[0],
-            inputs[1],
-            request.output_dir,
-            options=request.options or EngineOptions.from_settings(settings),
-            recipe=request.recipe,
-            overwrite=request.overwrite,
-            progress=lambda stage, fraction: report(stage, None, fraction),
-        )
     finally:
         _remove_staged(staged, staging_dir)
 

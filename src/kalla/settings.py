@@ -39,6 +39,14 @@ _CODEC = re.compile(r"(uncompressed|snappy|lz4|lz4_raw)|(gzip|brotli|zstd)\((\d+
 _LEVELS = {"gzip": range(0, 10), "brotli": range(0, 12), "zstd": range(1, 23)}
 
 
+def parquet_codec(text: str) -> tuple[str, int | None]:
+    """A checked ``KALLA_PARQUET_COMPRESSION`` value as pyarrow's ``(compression,
+    compression_level)``: ``"zstd(3)"`` → ``("zstd", 3)``."""
+    codec, _, level = text.partition("(")
+    codec = {"uncompressed": "none", "lz4_raw": "lz4"}.get(codec, codec)
+    return codec, int(level.rstrip(")")) if level else None
+
+
 def _default_memory_limit() -> int:
     """Half of physical memory: leaves room for Python, Arrow buffers outside the pool, the OS."""
     try:
@@ -61,6 +69,7 @@ class Settings(BaseSettings):
     join_strategy: Literal["auto", "hash", "sort_merge"] = Field(
         default="auto", alias="KALLA_JOIN_STRATEGY"
     )
+    engine: Literal["datafusion"] = Field(default="datafusion", alias="KALLA_ENGINE")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")

@@ -1,16 +1,39 @@
-"""Float columns holding decimals are read as exact decimals; true floats stay floats."""
+"""Float columns holding decimals are read as exact decimals; true floats stay floats.
+
+The plan builds the probe, each engine runs it, the plan casts what it found."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from datafusion import SessionContext
+from sqlglot import exp
 
-from kalla.engine.floats import as_decimals, exact_types, float_columns
+from kalla.engine import EngineOptions, SourceInput, make_executor
+from kalla.engine.executor import Executor
+from kalla.engine.reconcile import plan_run
+from kalla.plan import ReconciliationPlan
+from kalla.recipe import MatchSpec
 
 NAN, INF = float("nan"), float("inf")
+SPEC = MatchSpec(match_sql="SELECT l.k, r.k FROM l JOIN r ON l.k = r.k")
+
+
+def _plan(executor: Executor, tmp_path: Path, columns: dict[str, pa.Array]) -> ReconciliationPlan:
+    rows = len(next(iter(columns.values())))
+    pq.write_table(pa.table({"k": pa.array(range(rows)), **columns}), tmp_path / "l.parquet")
+    pq.write_table(pa.table({"k": pa.array([0])}), tmp_path / "r.parquet")
+    sides = [SourceInput(n, tmp_path / f"{n}.parquet", ("k",)) for n in ("l", "r")]
+    return plan_run(SPEC, sides, executor)
+
+
+def _base(executor: Executor, plan: ReconciliationPlan) -> pa.Table:
+    source = plan.source("l")
+    executor.create_view(source.base, source.base_query, what="l")
+    return executor.fetch(exp.select("*").from_(source.base), what="l")
 
 
 @pytest.mark.parametrize(
@@ -26,42 +49,41 @@ NAN, INF = float("nan"), float("inf")
         ([12345678901.123456], pa.float64(), None),  # beyond 15 digits
         ([1e20], pa.float64(), None),
         ([1234.567], pa.float32(), None),  # 7 digits: more than float32 gives back
-        ([1.5, NAN], pa.float64(), None),
+        ([1.5, NAN, 2.25], pa.float64(), None),
         ([1.5, INF], pa.float64(), None),
         ([None, None], pa.float64(), None),  # nothing to compare
     ],
 )
 def test_which_float_columns_become_decimals(
-    values: list[float | None], kind: pa.DataType, expected: pa.DataType | None
+    engine: str,
+    tmp_path: Path,
+    values: list[float | None],
+    kind: pa.DataType,
+    expected: pa.DataType | None,
 ) -> None:
-    ctx = SessionContext()
-    ctx.register_record_batches("t", [[pa.record_batch({"x": pa.array(values, kind)})]])
-    df = ctx.table("t")
-
-    def row(sql: str) -> dict[str, object]:
-        return ctx.sql(sql).to_arrow_table().to_pylist()[0]
-
-    types = exact_types("t", float_columns(df), row)
-    assert types.get("x") == expected
+    options = EngineOptions(memory_limit=256 * 1024**2, engine=engine)
+    with make_executor(options) as executor:
+        plan = _plan(executor, tmp_path, {"x": pa.array(values, kind)})
+        assert plan.source("l").decimals.get("x") == (str(expected) if expected else None)
+        base = _base(executor, plan)
     if expected is not None:
-        converted = as_decimals(df, types).to_arrow_table().column("x").to_pylist()
-        assert converted == [None if v is None else Decimal(repr(v)) for v in values]
+        assert base.schema.field("x").type == expected
+        assert base.column("x").to_pylist() == [
+            None if v is None else Decimal(repr(v)) for v in values
+        ]
 
 
-def test_only_float_columns_are_looked_at() -> None:
-    ctx = SessionContext()
-    batch = pa.record_batch(
-        {
-            "Amount (EUR)": pa.array([1.25]),
-            "id": pa.array(["a"]),
-            "n": pa.array([1]),
-            "d": pa.array([Decimal("1.5")]),
-        }
-    )
-    ctx.register_record_batches("t", [[batch]])
-    df = ctx.table("t")
-    assert float_columns(df) == [("Amount (EUR)", pa.float64())]
-    types = exact_types("t", float_columns(df), lambda sql: ctx.sql(sql).to_pylist()[0])
-    out = as_decimals(df, types).to_arrow_table()
-    assert out.column_names == ["Amount (EUR)", "id", "n", "d"]
-    assert out.schema.field("Amount (EUR)").type == pa.decimal128(3, 2)
+def test_only_float_columns_are_looked_at(engine: str, tmp_path: Path) -> None:
+    columns = {
+        "Amount (EUR)": pa.array([1.25]),
+        "id": pa.array(["a"]),
+        "n": pa.array([1]),
+        "d": pa.array([Decimal("1.5")]),
+    }
+    with make_executor(EngineOptions(memory_limit=256 * 1024**2, engine=engine)) as executor:
+        plan = _plan(executor, tmp_path, columns)
+        base = _base(executor, plan)
+    assert plan.source("l").decimals == {"Amount (EUR)": "decimal128(3, 2)"}
+    assert base.column_names == ["k", "Amount (EUR)", "id", "n", "d"]
+    assert base.schema.field("Amount (EUR)").type == pa.decimal128(3, 2)
+    assert base.schema.field("d").type == columns["d"].type

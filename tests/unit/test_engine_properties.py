@@ -1,6 +1,6 @@
-"""The engine against a brute-force pure-Python reference, on small random inputs.
+"""Every engine against a brute-force pure-Python reference, on small random inputs.
 
-Join keys with NULLs and duplicates, amounts at and around the tolerance: the engine must
+Join keys with NULLs and duplicates, amounts at and around the tolerance: each engine must
 find exactly the reference's matched pairs (for every cardinality and a two-pass
 waterfall), exactly its unmatched records, and control totals that add up.
 """
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kalla.engine import EngineOptions, SourceInput, reconcile
+from kalla.engine import EngineOptions, SourceInput, make_executor, reconcile
 from kalla.recipe import MatchSpec
 
 Row = tuple[str | None, int]  # (join key, amount in cents)
@@ -85,6 +85,7 @@ def reference(
 
 
 def check(
+    engine: str,
     left: list[Row],
     right: list[Row],
     passes: list[bool],
@@ -107,15 +108,20 @@ def check(
         )
         if one_to_one:
             spec_data |= {"cardinality": "one_to_one", "rank_by": "diff"}
-        summary = reconcile(
-            MatchSpec.model_validate(spec_data),
-            SourceInput("l", root / "l.parquet", ("lid",)),
-            SourceInput("r", root / "r.parquet", ("rid",)),
-            root / "out",
-            options=EngineOptions(
-                memory_limit=512 * 1024**2, target_partitions=2, join_strategy=join_strategy
-            ),
+        options = EngineOptions(
+            memory_limit=512 * 1024**2,
+            target_partitions=2,
+            join_strategy=join_strategy,
+            engine=engine,
         )
+        with make_executor(options) as executor:
+            summary = reconcile(
+                MatchSpec.model_validate(spec_data),
+                SourceInput("l", root / "l.parquet", ("lid",)),
+                SourceInput("r", root / "r.parquet", ("rid",)),
+                root / "out",
+                executor=executor,
+            )
         matched = pq.read_table(root / "out" / "matched.parquet")
         got = list(zip(matched["lid"].to_pylist(), matched["rid"].to_pylist(), strict=True))
         expected = reference(left, right, passes, one_to_one)
@@ -137,28 +143,32 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 @FAST
 @given(left=rows, right=rows)
-def test_many_to_many_matches_the_reference(left: list[Row], right: list[Row]) -> None:
-    check(left, right, passes=[False], one_to_one=False)
+def test_many_to_many_matches_the_reference(engine: str, left: list[Row], right: list[Row]) -> None:
+    check(engine, left, right, passes=[False], one_to_one=False)
 
 
 @FAST
 @given(left=rows, right=rows)
-def test_one_to_one_matches_the_greedy_reference(left: list[Row], right: list[Row]) -> None:
-    check(left, right, passes=[False], one_to_one=True)
+def test_one_to_one_matches_the_greedy_reference(
+    engine: str, left: list[Row], right: list[Row]
+) -> None:
+    check(engine, left, right, passes=[False], one_to_one=True)
 
 
 @FAST
 @given(left=rows, right=rows, one_to_one=st.booleans())
 def test_waterfall_matches_the_reference(
-    left: list[Row], right: list[Row], one_to_one: bool
+    engine: str, left: list[Row], right: list[Row], one_to_one: bool
 ) -> None:
-    check(left, right, passes=[True, False], one_to_one=one_to_one)
+    check(engine, left, right, passes=[True, False], one_to_one=one_to_one)
 
 
 @FAST
 @given(left=rows, right=rows, one_to_one=st.booleans())
 def test_sort_merge_joins_give_the_same_answers(
-    left: list[Row], right: list[Row], one_to_one: bool
+    engine: str, left: list[Row], right: list[Row], one_to_one: bool
 ) -> None:
     """The strategy Kalla switches to when inputs outgrow memory (it spills)."""
-    check(left, right, passes=[True, False], one_to_one=one_to_one, join_strategy="sort_merge")
+    check(
+        engine, left, right, passes=[True, False], one_to_one=one_to_one, join_strategy="sort_merge"
+    )

@@ -1,8 +1,8 @@
-"""Every case in tests/fixtures/recipes/<case>/ through `kalla run`: one shared runner.
+"""Every case in tests/fixtures/recipes/<case>/ through `kalla run`, on every engine.
 
 A case holds its sources, ``recipe.json`` and ``expected.json``: either the counts, the
 matched key pairs and unmatched keys the run must produce, or the error (exit code and
-message fragments) it must fail with.
+message fragments) it must fail with. Each case runs once per engine (``KALLA_ENGINE``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kalla.cli import app
+from kalla.settings import get_settings
 
 CASES_DIR = Path(__file__).parent.parent / "fixtures" / "recipes"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
@@ -48,20 +49,27 @@ def _sorted(values: list[Any]) -> list[Any]:
     return sorted(values, key=json.dumps)
 
 
-def run_case(case: str, tmp_path: Path) -> tuple[Any, dict[str, Any], Path, dict[str, Any]]:
+def run_case(
+    case: str, tmp_path: Path, engine: str
+) -> tuple[Any, dict[str, Any], Path, dict[str, Any]]:
     folder = CASES_DIR / case
     expected = json.loads((folder / "expected.json").read_text())
     out = tmp_path / "out"
     args = ["run", str(folder / "recipe.json"), "--output", str(out), "--json"]
     for alias, file in expected["sources"].items():
         args += ["--source", f"{alias}={folder / file}"]
-    result = CliRunner().invoke(app, args, env={"STAGING_PATH": str(tmp_path / "staging")})
+    env = {"STAGING_PATH": str(tmp_path / "staging"), "KALLA_ENGINE": engine}
+    get_settings.cache_clear()  # the settings are read once per process: read these
+    try:
+        result = CliRunner().invoke(app, args, env=env)
+    finally:
+        get_settings.cache_clear()
     return result, expected, out, json.loads((folder / "recipe.json").read_text())
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_recipe_case(case: str, tmp_path: Path) -> None:
-    result, expected, out, recipe = run_case(case, tmp_path)
+def test_recipe_case(case: str, engine: str, tmp_path: Path) -> None:
+    result, expected, out, recipe = run_case(case, tmp_path, engine)
 
     if "error" in expected:
         assert result.exit_code == expected["error"]["exit_code"], result.output
@@ -121,6 +129,7 @@ def test_recipe_case(case: str, tmp_path: Path) -> None:
         assert recipe["rank_by"] in lost.column_names
 
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["executor"]["name"] == engine
     if "floats_as_decimals" in expected:
         converted = {i["alias"]: i["floats_as_decimals"] for i in manifest["inputs"]}
         assert converted == expected["floats_as_decimals"]

@@ -13,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kalla.engine import EngineOptions, SourceInput, reconcile
+from kalla.engine import EngineOptions, SourceInput, make_executor, reconcile
 from kalla.errors import ConfigError, OutputError, ResourceLimitError, SqlError
 from kalla.recipe import MatchSpec
 
-CASE = Path(__file__).parent.parent / "fixtures" / "recipes" / "seed_readme_example"
+CASES = Path(__file__).parent.parent / "fixtures" / "recipes"
+CASE = CASES / "seed_readme_example"
 KALLA = [sys.executable, "-m", "kalla.cli"]
 
 
@@ -59,6 +60,7 @@ def test_kalla_run_json_summary_and_manifest(tmp_path: Path) -> None:
     assert manifest["recipe"]["match_sql"] == recipe["match_sql"]
     assert len(manifest["recipe_sha256"]) == 64
     assert manifest["engine"]["datafusion"].startswith("55.")
+    assert manifest["executor"]["name"] == "datafusion"
     assert [s["step"] for s in manifest["sql"]] == [
         "match:match_sql",
         "unmatched:invoices",
@@ -134,21 +136,65 @@ def test_missing_recipe_file_is_named(tmp_path: Path) -> None:
     assert "recipe file not found: nope.json" in result.stderr
 
 
-def test_memory_limit_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+def test_memory_limit_is_a_clear_error_not_a_crash(engine: str, tmp_path: Path) -> None:
     n = 300_000
     keys = pa.array([f"K{i:09d}" for i in range(n)])
     pq.write_table(pa.table({"id": keys, "v": pa.array(range(n))}), tmp_path / "l.parquet")
     pq.write_table(pa.table({"rid": keys, "ref": keys}), tmp_path / "r.parquet")
     spec = MatchSpec(match_sql="SELECT l.id, r.rid, l.v FROM l JOIN r ON l.id = r.ref")
-    with pytest.raises(ResourceLimitError, match=r"memory limit of 2\.0 MiB"):
+    options = EngineOptions(memory_limit=2 * 1024**2, target_partitions=2, engine=engine)
+    with (
+        pytest.raises(ResourceLimitError, match=r"memory limit of 2\.0 MiB"),
+        make_executor(options) as executor,
+    ):
         reconcile(
             spec,
             SourceInput("l", tmp_path / "l.parquet", ("id",)),
             SourceInput("r", tmp_path / "r.parquet", ("rid",)),
             tmp_path / "out",
-            options=EngineOptions(memory_limit=2 * 1024**2, target_partitions=2),
+            executor=executor,
         )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("strategy", ["hash", "sort_merge"])
+def test_join_strategy_setting_holds_with_a_memory_limit(tmp_path: Path, strategy: str) -> None:
+    """--memory-limit replaces the limit only; KALLA_JOIN_STRATEGY still decides the joins."""
+    env = {"KALLA_JOIN_STRATEGY": strategy}
+    result = kalla(*run_args(tmp_path / "out"), "--memory-limit", "1G", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    executor = json.loads((tmp_path / "out" / "manifest.json").read_text())["executor"]
+    assert (executor["join_strategy"], executor["joins"]) == (strategy, strategy)
+    assert executor["memory_limit"] == 1024**3
+
+
+@pytest.mark.parametrize(
+    ("codec", "written"),
+    [("snappy", "SNAPPY"), ("gzip(9)", "GZIP"), ("uncompressed", "UNCOMPRESSED")],
+)
+@pytest.mark.parametrize("case", ["waterfall_two_pass", "one_to_one_ranking"])
+def test_outputs_use_the_configured_compression(
+    tmp_path: Path, case: str, codec: str, written: str
+) -> None:
+    """Every output, including the combined passes and the 1:1 selection, in KALLA_PARQUET_
+    COMPRESSION's codec."""
+    folder = CASES / case
+    args = ["run", str(folder / "recipe.json"), "--output", str(tmp_path / "out")]
+    for alias in ("invoices", "payments"):
+        args += ["--source", f"{alias}={folder / f'{alias}.csv'}"]
+    result = kalla(*args, cwd=tmp_path, env={"KALLA_PARQUET_COMPRESSION": codec})
+    assert result.returncode == 0, result.stderr
+    outputs = sorted((tmp_path / "out").glob("*.parquet"))
+    assert len(outputs) == (4 if case == "one_to_one_ranking" else 3)
+    for path in outputs:
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_row_groups > 0, path.name
+        codecs = {
+            meta.row_group(g).column(c).compression
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        }
+        assert codecs == {written}, path.name
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:

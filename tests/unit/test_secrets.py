@@ -181,6 +181,7 @@ def test_manifest_records_and_hashes_the_redacted_recipe(tmp_path: Path) -> None
         outputs={"matched": out},
         summary=summary,
         started_at=datetime.now(UTC),
+        engine={"datafusion": "test"},
     )
     assert "Manifest-Pw-1" not in json.dumps(manifest)
     assert manifest["recipe"]["sources"]["left"]["uri"] == "postgres://u:***@h/db?table=t"

@@ -1,8 +1,9 @@
 """Run outputs read straight from their Parquet files: pages as JSON, and downloads of the
 whole output or of a filtered, sorted view of it.
 
-Views go through DataFusion's DataFrame API (expressions, never SQL text), so a sort or a
-filter on a big output streams and uses top-k instead of loading the file.
+Pages go through ``kalla.engine.open_parquet`` (DataFusion's DataFrame API: expressions,
+never SQL text), so a sort or a filter on a big output streams and uses top-k instead of
+loading the file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,7 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from kalla.app.errors import BadRequestError
+from kalla.engine import open_parquet
 from kalla.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from kalla.engine.datafusion.results import ParquetView
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header row
 _BATCH = 64 * 1024
@@ -46,10 +51,6 @@ class DownloadFormat(StrEnum):
     CSV = "csv"
     XLSX = "xlsx"
     PARQUET = "parquet"
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _check_column(name: str, schema: pa.Schema, what: str) -> pa.Field:
@@ -80,10 +81,6 @@ def _typed_value(text: str, field: pa.Field) -> Any:
     return value
 
 
-def _arrow_schema(path: Path) -> pa.Schema:
-    return pq.read_schema(path)
-
-
 @dataclass(frozen=True)
 class ResultFilter:
     """One per-column filter of a results view (``op`` applied to the column's typed value)."""
@@ -112,13 +109,10 @@ class ResultView:
 AGE_COLUMN = "age_days"
 
 
-def _view_frame(path: Path, view: ResultView) -> tuple[Any, pa.Schema]:
-    """The DataFusion frame of ``view`` over the output, with the schema it yields."""
-    from datafusion import SessionContext, col, lit
-    from datafusion import functions as f
-
-    schema = _arrow_schema(path)
-    frame = SessionContext().read_parquet(str(path))
+def _view_frame(path: Path, view: ResultView) -> tuple[ParquetView, pa.Schema]:
+    """The engine's view of ``view`` over the output, with the schema it yields."""
+    frame = open_parquet(path)
+    schema = frame.schema
     if view.age_from is not None:
         field = _check_column(view.age_from, schema, "age_from")
         if not (pa.types.is_date(field.type) or pa.types.is_timestamp(field.type)):
@@ -127,37 +121,22 @@ def _view_frame(path: Path, view: ResultView) -> tuple[Any, pa.Schema]:
             )
         if AGE_COLUMN in schema.names:
             raise BadRequestError(f"age_from: the output already has a column '{AGE_COLUMN}'")
-        today = (dt.date.today() - dt.date(1970, 1, 1)).days
-        days = col(_quoted(view.age_from)).cast(pa.date32()).cast(pa.int32())
-        frame = frame.with_column(AGE_COLUMN, (lit(today) - days).cast(pa.int32()))
-        schema = schema.append(pa.field(AGE_COLUMN, pa.int32()))
+        frame = frame.with_days_since(AGE_COLUMN, view.age_from, dt.date.today())
+        schema = frame.schema
     for condition in view.filters:
         field = _check_column(condition.column, schema, "filter_column")
-        column = col(_quoted(condition.column))
         if condition.op is FilterOperator.CONTAINS:
-            text = column.cast(pa.string())
-            frame = frame.filter(f.strpos(text, lit(condition.value)) > lit(0))
-            continue
-        value = lit(_typed_value(condition.value, field))
-        frame = frame.filter(
-            {
-                FilterOperator.EQ: column == value,
-                FilterOperator.NEQ: column != value,
-                FilterOperator.GT: column > value,
-                FilterOperator.GTE: column >= value,
-                FilterOperator.LT: column < value,
-                FilterOperator.LTE: column <= value,
-            }[condition.op]
-        )
+            frame = frame.contains(condition.column, condition.value)
+        else:
+            value = _typed_value(condition.value, field)
+            frame = frame.where(condition.column, condition.op.value, value)
     if view.sort is not None:
         _check_column(view.sort, schema, "sort")
-        frame = frame.sort(
-            col(_quoted(view.sort)).sort(ascending=not view.descending, nulls_first=False)
-        )
+        frame = frame.sort(view.sort, descending=view.descending)
     if view.columns:
         fields = [_check_column(name, schema, "columns") for name in dict.fromkeys(view.columns)]
-        frame = frame.select(*[col(_quoted(fld.name)) for fld in fields])
-        schema = pa.schema(fields)
+        frame = frame.select([fld.name for fld in fields])
+        schema = frame.schema
     return frame, schema
 
 
@@ -165,7 +144,7 @@ def read_page(path: Path, view: ResultView, *, offset: int, limit: int) -> dict[
     """``{columns, rows, total, offset, limit}`` for one page of one output."""
     frame, schema = _view_frame(path, view)
     total = frame.count()
-    table = frame.limit(limit, offset=offset).to_arrow_table()
+    table = frame.page(offset, limit)
     return {
         "columns": [{"name": fld.name, "type": str(fld.type)} for fld in schema],
         "rows": [_json_row(row) for row in table.to_pylist()],
@@ -181,12 +160,7 @@ def view_batches(path: Path, view: ResultView) -> tuple[pa.Schema, Iterator[pa.R
     Batches carry the output's own types (DataFusion reads strings as ``string_view``,
     which the CSV and Parquet writers take as plain strings)."""
     frame, schema = _view_frame(path, view)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in frame.execute_stream():
-            yield batch.to_pyarrow().cast(schema)
-
-    return schema, batches()
+    return schema, frame.batches()
 
 
 def empty_page(offset: int, limit: int) -> dict[str, Any]:

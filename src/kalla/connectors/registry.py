@@ -26,7 +26,14 @@ from kalla.secrets import redact_uri, resolve_env
 from kalla.suggest import closest, did_you_mean
 
 if TYPE_CHECKING:
-    from kalla.connectors.base import Connector, Filter, ProgressFn, SourcePreview, StagedSource
+    from kalla.connectors.base import (
+        Connector,
+        Filter,
+        ProgressFn,
+        SourcePreview,
+        StagedSource,
+        TableWriter,
+    )
     from kalla.settings import Settings
 
 FILE_TYPE = "file"
@@ -377,11 +384,17 @@ def stage_source(
     progress: ProgressFn | None = None,
     expected_columns: Sequence[str] | None = None,
     filters: Sequence[Filter] = (),
+    writer: TableWriter | None = None,
 ) -> StagedSource:
-    """Stage one source as Parquet for the engine (see ``Connector.stage`` for the flow)."""
+    """Stage one source as Parquet for the engine (see ``Connector.stage`` for the flow);
+    ``writer`` writes the staged file (the pipeline passes its executor's)."""
     connector = connector_for(uri, alias=alias, settings=settings)
     return connector.stage(
-        staging_dir, progress=progress, expected_columns=expected_columns, filters=filters
+        staging_dir,
+        progress=progress,
+        expected_columns=expected_columns,
+        filters=filters,
+        writer=writer,
     )
 
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import datafusion
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,11 +32,14 @@ def build_manifest(
     digests: Mapping[str, Future[str]] | None = None,
     summary: Mapping[str, Any],
     started_at: datetime,
+    engine: Mapping[str, str],
+    executor: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest as a dict; outputs are fingerprinted here, after they are complete.
 
     The recipe is recorded, and hashed, with every literal secret in its URIs redacted
-    (``${ENV}`` placeholders kept): a manifest never holds a password."""
+    (``${ENV}`` placeholders kept): a manifest never holds a password. ``engine``: the
+    executor's library versions; ``executor``: the settings it ran with."""
     recipe = redact_recipe(recipe)
     files = {}
     for name, path in outputs.items():
@@ -58,10 +60,11 @@ def build_manifest(
         "sql": list(sql),
         "engine": {
             "kalla": kalla.__version__,
-            "datafusion": datafusion.__version__,
+            **engine,
             "pyarrow": pa.__version__,
             "python": platform.python_version(),
         },
+        "executor": dict(executor or {}),
         "inputs": list(inputs),
         "outputs": files,
         "control_totals": summary["control_totals"],
