@@ -26,8 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datafusion import DataFrame, ParquetWriterOptions, SessionContext
+from datafusion import DataFrame, ParquetWriterOptions, SessionContext, col
 
+from kalla.engine.datafusion.digest import digest_parquet
 from kalla.engine.filters import apply_filters
 from kalla.engine.floats import as_decimals, exact_types, float_columns
 from kalla.engine.layout import MatchLayout, analyse
@@ -140,7 +141,10 @@ class _Run:
                 ) from None
             raise explain_sql_error(exc, what, [s.alias for s in self.sides]) from None
 
-    def write(self, df: DataFrame, path: Path, what: str) -> int:
+    def write(self, df: DataFrame, path: Path, what: str, keys: Sequence[str] = ()) -> int:
+        if self.options.sorted_outputs:  # by key, then by every column: the same bytes each run
+            names = list(keys) + [n for n in df.schema().names if n not in keys]
+            df = df.sort(*[col(quote_ident(n)).sort() for n in names])
         self.execute(what, df.write_parquet, str(path), self.writer_options)
         if not path.exists():  # DataFusion writes nothing for an empty result
             pq.write_table(pa.Table.from_batches([], schema=df.schema()), path)
@@ -271,7 +275,8 @@ class _Run:
         self.sql_log.append({"step": f"match:{spec.name}", "sql": spec.match_sql, "executed": sql})
         one_to_one = self.spec.cardinality is Cardinality.ONE_TO_ONE
         candidates = workdir / f"candidates-{index}.parquet" if one_to_one else path
-        candidate_count = self.write(layout.select(df, spec.name), candidates, where)
+        keys = [*layout.keys[left.alias], *layout.keys[right.alias]]
+        candidate_count = self.write(layout.select(df, spec.name), candidates, where, keys)
         # one aggregation per side gives both the distinct keys (control totals) and the
         # keys in more than one row (ambiguity); 1:1 counts ambiguity among candidates
         stats = {
@@ -369,7 +374,8 @@ class _Run:
     def unmatched(self, side: SourceInput, target: Path) -> int:
         sql = self.anti_join_sql(side, self.passes)
         self.sql_log.append({"step": f"unmatched:{side.alias}", "executed": sql})
-        return self.write(self.ctx.sql(sql), target, f"unmatched rows of '{side.alias}'")
+        what = f"unmatched rows of '{side.alias}'"
+        return self.write(self.ctx.sql(sql), target, what, side.primary_key)
 
     # --- 5. control totals ------------------------------------------------------------
 
@@ -438,6 +444,8 @@ def reconcile(
     t0 = time.perf_counter()
     output_dir = Path(output_dir).absolute()
     run = _Run(spec, left, right, options, progress)
+    # content digests (evidence.digest) of the inputs, computed while the engine works
+    input_digests = {s.alias: in_background(digest_parquet, s.path) for s in (left, right)}
     with AtomicOutputDir(output_dir, overwrite=overwrite) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -464,11 +472,13 @@ def reconcile(
             for name, path in paths.items()
             if name in ("matched", "ambiguous")
         }
+        output_digests = {name: in_background(digest_parquet, paths[name]) for name in digests}
         unmatched: dict[str, int] = {}
         for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
             with run.timed(name):
                 unmatched[side.alias] = run.unmatched(side, paths[name])
             digests[name] = in_background(sha256_file, paths[name])
+            output_digests[name] = in_background(digest_parquet, paths[name])
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the key views read; drop it only now
@@ -513,6 +523,9 @@ def reconcile(
             ],
             outputs=paths,
             digests=digests,
+            input_digests=input_digests,
+            output_digests=output_digests,
+            sorted_outputs=options.sorted_outputs,
             summary=summary.to_dict(),
             started_at=started,
         )

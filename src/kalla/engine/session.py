@@ -20,6 +20,7 @@ class EngineOptions:
     target_partitions: int = 0
     compression: str = "zstd(1)"
     join_strategy: str = "auto"  # auto | hash | sort_merge
+    sorted_outputs: bool = False  # outputs ordered by key, then every column: same bytes each run
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
