@@ -314,7 +314,7 @@ class _Verification:
             return
         recorded = self.manifest["outputs"]
         produced = replayed.get("outputs", {})
-        for name in sorted(set(recorded) | set(produced), key=_output_order):
+        for name in [*recorded, *(n for n in produced if n not in recorded)]:
             check = f"re-run {name}"
             old, new = recorded.get(name), produced.get(name)
             if old is None or new is None:
@@ -338,11 +338,6 @@ class _Verification:
                     f"digest recorded {_short(old['digest'])}, now {_short(new['digest'])}",
                     f"re-running the recipe gives another '{name}'",
                 )
-
-
-def _output_order(name: str) -> tuple[int, str]:
-    order = ("matched", "unmatched_left", "unmatched_right", "ambiguous")
-    return (order.index(name) if name in order else len(order), name)
 
 
 def verify(run_dir: Path, given: Mapping[str, str], replayer: Replayer) -> VerifyReport:
