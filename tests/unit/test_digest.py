@@ -50,7 +50,9 @@ TYPES: list[tuple[str, pa.DataType, list[Any], str]] = [
         [D("-1234567890123456789012345678.0123456789")],
         "decimal(10)",
     ),
-    ("decimal256", pa.decimal256(60, 4), [D("-1" + "0" * 50 + ".5000"), None], "decimal(4)"),
+    ("decimal256", pa.decimal256(60, 4), [D("-1" + "0" * 33 + ".5000"), None], "decimal(4)"),
+    ("decimal32", pa.decimal32(7, 2), [D("-12345.67"), D("0.01"), None], "decimal(2)"),
+    ("decimal64", pa.decimal64(15, 3), [D("-123456789012.345"), None], "decimal(3)"),
     ("decimal neg scale", pa.decimal128(5, -2), [D("1.23E+4"), None], "decimal(-2)"),
     (
         "date32",
@@ -221,6 +223,13 @@ def test_types_without_a_canonical_encoding_are_named() -> None:
         digest_table(table)
     assert "'tags' has type list<item: int64>" in caught.value.message
     assert "'pair' has type struct<x: int64>" in caught.value.message
+
+
+def test_a_decimal_beyond_128_bits_is_named() -> None:
+    table = pa.table({"big": pa.array([D("1" + "0" * 40), None], pa.decimal256(60, 0))})
+    for digest in (digest_table, reference_digest):
+        with pytest.raises(EvidenceError, match="'big' holds a decimal beyond 128 bits"):
+            digest(table)
 
 
 def test_sums_wrap_modulo_2_256_and_combine_by_addition() -> None:

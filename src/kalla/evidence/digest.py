@@ -83,9 +83,9 @@ def canonical_type(t: pa.DataType) -> tuple[str, int]:
     if pa.types.is_floating(t):
         return "float", 8
     if pa.types.is_decimal(t):
-        return f"decimal({t.scale})", 32
+        return f"decimal({t.scale})", 16
     if pa.types.is_date(t):
-        return "date", 8
+        return "date", 4
     if pa.types.is_timestamp(t):
         return ("timestamp_tz" if t.tz else "timestamp"), 12
     if pa.types.is_duration(t):
@@ -219,78 +219,111 @@ def _values(arr: pa.Array, dtype: str) -> np.ndarray[Any, Any]:
     return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=width * arr.offset)
 
 
+def _put(field: np.ndarray[Any, Any], dtype: str, values: np.ndarray[Any, Any]) -> None:
+    """Store ``values`` (one or more per row) little-endian into a byte field of each row:
+    one typed store per value instead of one per byte."""
+    field.view(dtype)[:] = values.reshape(len(field), -1)
+
+
 def _seconds_nanos(values: np.ndarray[Any, Any], unit: str, field: np.ndarray[Any, Any]) -> None:
     seconds, nanos = np.divmod(values, 1_000_000_000 // _TIME_UNITS[unit])
-    field[:, :8] = seconds.astype("<i8").view(np.uint8).reshape(-1, 8)
-    field[:, 8:] = (nanos * _TIME_UNITS[unit]).astype("<u4").view(np.uint8).reshape(-1, 4)
+    _put(field[:, :8], "<i8", seconds)
+    _put(field[:, 8:], "<u4", (nanos * _TIME_UNITS[unit]).astype("<u4"))
+
+
+def _decimal(arr: pa.Array, column: Column, field: np.ndarray[Any, Any]) -> None:
+    """The unscaled integer as 16 bytes (two's complement), whatever the type's width."""
+    width = arr.type.byte_width
+    n = len(arr)
+    words = field.view("<i8")  # 2 words per row
+    if width < 16:  # decimal32 / decimal64: widen, then repeat the sign
+        small = _values(arr, "<i4" if width == 4 else "<i8").astype("<i8")
+        words[:, 0] = small
+        words[:, 1] = small >> 63
+        return
+    raw = np.frombuffer(arr.buffers()[1], "<i8", count=width // 8 * n, offset=width * arr.offset)
+    raw = raw.reshape(n, width // 8)
+    if width > 16:  # decimal256: every value must fit in 128 bits
+        extension = raw[:, 2:] != (raw[:, 1:2] >> 63)
+        if arr.null_count:
+            extension &= np.asarray(arr.is_valid(), dtype=bool)[:, None]
+        if extension.any():
+            raise EvidenceError(
+                f"column '{column.name}' holds a decimal beyond 128 bits, which has no "
+                "canonical digest encoding"
+            )
+    words[:] = raw[:, :2]
+
+
+def _days(arr: pa.Array, column: Column) -> np.ndarray[Any, Any]:
+    days = _values(arr, "<i8") // 86_400_000
+    valid = days if not arr.null_count else days[np.asarray(arr.is_valid(), dtype=bool)]
+    if len(valid) and (valid.min() < -(2**31) or valid.max() >= 2**31):
+        raise EvidenceError(f"column '{column.name}' holds a date beyond 32-bit days")
+    return days.astype("<i4")
 
 
 def _fixed(arr: pa.Array, column: Column, field: np.ndarray[Any, Any]) -> pa.Array | None:
-    """Write the fixed fields of one column into ``field`` (n x width); return the array of
-    value bytes for a string/binary column."""
-    n, t = len(arr), arr.type
-    kind = column.type
+    """Write the fixed fields of one column into ``field`` (rows x width bytes); return the
+    array of value bytes for a string/binary column. Fields under NULL are zeroed later."""
+    t, kind = arr.type, column.type
     if kind == "null":
         return None
     if kind == "bool":
         field[:, 0] = np.asarray(arr.fill_null(False), dtype=np.uint8)
     elif kind == "int":
-        field[:] = (
-            np.asarray(arr.cast(pa.int64()).fill_null(0), "<i8").view(np.uint8).reshape(-1, 8)
-        )
+        _put(field, "<i8", np.asarray(arr.cast(pa.int64()).fill_null(0), "<i8"))
     elif kind == "uint64":
-        field[:] = _values(arr, "<u8").view(np.uint8).reshape(-1, 8)
+        _put(field, "<u8", _values(arr, "<u8"))
     elif kind == "float":
         doubles = np.asarray(arr.cast(pa.float64()).fill_null(0.0), dtype="<f8")
         bits = doubles.view("<i8").copy()
         bits[np.isnan(doubles)] = CANONICAL_NAN
-        field[:] = bits.view(np.uint8).reshape(-1, 8)
+        _put(field, "<i8", bits)
     elif kind.startswith("decimal"):
-        width = t.byte_width
-        raw = np.frombuffer(arr.buffers()[1], np.uint8, count=width * n, offset=width * arr.offset)
-        raw = raw.reshape(n, width)
-        field[:, :width] = raw
-        if width < 32:  # sign-extend to 32 bytes
-            field[:, width:] = np.where(raw[:, width - 1 : width] >= 0x80, 0xFF, 0).astype(np.uint8)
+        _decimal(arr, column, field)
     elif kind == "date":
-        if pa.types.is_date32(t):
-            days = _values(arr, "<i4").astype("<i8")
-        else:
-            days = _values(arr, "<i8") // 86_400_000
-        field[:] = days.view(np.uint8).reshape(-1, 8)
+        days = _values(arr, "<i4") if pa.types.is_date32(t) else _days(arr, column)
+        _put(field, "<i4", days)
     elif kind in ("timestamp", "timestamp_tz", "duration"):
         _seconds_nanos(_values(arr, "<i8"), t.unit, field)
     elif kind == "time":
         dtype = "<i4" if pa.types.is_time32(t) else "<i8"
-        nanos = _values(arr, dtype).astype("<i8") * _TIME_UNITS[t.unit]
-        field[:] = nanos.view(np.uint8).reshape(-1, 8)
+        _put(field, "<i8", _values(arr, dtype).astype("<i8") * _TIME_UNITS[t.unit])
     else:  # string / binary: the byte length here, the bytes after the fixed fields
-        data = arr.cast(pa.binary() if kind == "binary" else pa.string())
-        data = data if kind == "binary" else data.view(pa.binary())
-        lengths = np.asarray(pc.binary_length(data).fill_null(0), dtype="<u4")
-        field[:] = lengths.view(np.uint8).reshape(-1, 4)
-        return data
+        data = arr.cast(pa.binary()) if kind == "binary" else arr.cast(pa.string())
+        offsets = np.frombuffer(
+            data.buffers()[1], dtype="<i4", count=len(data) + 1, offset=4 * data.offset
+        )
+        _put(field, "<u4", np.diff(offsets).astype("<u4"))
+        return data if kind == "binary" else data.view(pa.binary())
     return None
 
 
-def encode_rows(arrays: Sequence[pa.Array], columns: Sequence[Column]) -> pa.Array:
-    """The canonical encoding of every row of one batch (docs/audit.md, step 2), as binary.
+def encode_fixed(
+    arrays: Sequence[pa.Array], columns: Sequence[Column]
+) -> tuple[pa.Array, list[pa.Array]]:
+    """The fixed part of every row's encoding (docs/audit.md, step 2: presence bytes and
+    fixed fields), as a binary array, and the string/binary columns whose bytes follow it.
 
-    Vectorised: fixed fields are written column by column into one (rows x width) buffer
-    and the string bytes appended by one element-wise join. Meant for batches (up to a few
-    million rows: the result has 32-bit offsets).
+    Vectorised: the fields are written column by column into one (rows x width) buffer.
     """
     arrays = [_plain(a) for a in arrays]
     n = len(arrays[0]) if arrays else 0
     width = sum(1 + c.width for c in columns)
-    fixed = np.zeros((n, width), dtype=np.uint8)
+    if n * width >= 2**31:
+        raise ValueError("encode_fixed: batch too large for 32-bit offsets; pass smaller batches")
+    fixed = np.empty((n, width), dtype=np.uint8)  # every byte is written below
     tails: list[pa.Array] = []
     position = 0
     for arr, column in zip(arrays, columns, strict=True):
-        present = None if arr.null_count == 0 else np.asarray(arr.is_valid(), dtype=bool)
-        fixed[:, position] = 1 if present is None else present
         if pa.types.is_null(arr.type):
-            fixed[:, position] = 0
+            present = np.zeros(n, dtype=bool)
+        elif arr.null_count:
+            present = np.asarray(arr.is_valid(), dtype=bool)
+        else:
+            present = None
+        fixed[:, position] = 1 if present is None else present
         field = fixed[:, position + 1 : position + 1 + column.width]
         tail = _fixed(arr, column, field)
         if present is not None and column.width:
@@ -298,15 +331,20 @@ def encode_rows(arrays: Sequence[pa.Array], columns: Sequence[Column]) -> pa.Arr
         if tail is not None:
             tails.append(tail)
         position += 1 + column.width
-    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
-    if offsets[-1] >= 2**31:
-        raise ValueError("encode_rows: batch too large for 32-bit offsets; pass smaller batches")
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     encoded = pa.Array.from_buffers(
-        pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(fixed)]
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(fixed)]
     )
+    return encoded, tails
+
+
+def encode_rows(arrays: Sequence[pa.Array], columns: Sequence[Column]) -> pa.Array:
+    """The canonical encoding of every row of one batch (docs/audit.md, step 2), as binary:
+    the fixed part, then the string bytes appended by one element-wise join."""
+    fixed, tails = encode_fixed(arrays, columns)
     if not tails:
-        return encoded
-    return pc.binary_join_element_wise(encoded, *tails, _EMPTY, null_handling="replace")
+        return fixed
+    return pc.binary_join_element_wise(fixed, *tails, _EMPTY, null_handling="replace")
 
 
 def digest_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> TableDigest:
@@ -343,10 +381,17 @@ def _reference_field(value: Any, raw: Any, column: Column, t: pa.DataType) -> tu
         sign, digits, exponent = Decimal(value).as_tuple()
         assert isinstance(exponent, int)
         unscaled = int("".join(map(str, digits)) or "0") * 10 ** (exponent + t.scale)
-        return (-unscaled if sign else unscaled).to_bytes(32, "little", signed=True), b""
+        if not -(2**127) <= unscaled < 2**127:
+            raise EvidenceError(
+                f"column '{column.name}' holds a decimal beyond 128 bits, which has no "
+                "canonical digest encoding"
+            )
+        return (-unscaled if sign else unscaled).to_bytes(16, "little", signed=True), b""
     if kind == "date":
         days = raw if pa.types.is_date32(t) else raw // 86_400_000
-        return struct.pack("<q", days), b""
+        if not -(2**31) <= days < 2**31:
+            raise EvidenceError(f"column '{column.name}' holds a date beyond 32-bit days")
+        return struct.pack("<i", days), b""
     if kind in ("timestamp", "timestamp_tz", "duration"):
         seconds, rest = divmod(raw * _TIME_UNITS[t.unit], 1_000_000_000)
         return struct.pack("<qI", seconds, rest), b""

@@ -1,8 +1,9 @@
 """Content digests (kalla.evidence.digest) computed on DataFusion, on every core.
 
-One scan per table: DataFusion reads the Parquet file in parallel partitions, a vectorised
-Python UDF encodes each batch's rows (``evidence.digest.encode_rows``), DataFusion's SHA-256
-hashes every row in Rust, and the 32-byte hashes stream back to be summed in numpy. The
+One scan per table: DataFusion reads the Parquet file in parallel partitions; a vectorised
+Python UDF writes each batch's fixed fields (``evidence.digest.encode_fixed``: numpy, no
+per-row Python); DataFusion appends the string bytes (``concat`` of binaries) and hashes
+every row with SHA-256 in Rust; the 32-byte hashes stream back and are summed in numpy. The
 digest depends only on the rows, so it is the same for a file written by any engine, in any
 row order, layout or compression: the Spark engine can digest its outputs with this too.
 """
@@ -18,12 +19,13 @@ from datafusion import DataFrame, SessionConfig, SessionContext, col, udf
 from datafusion import functions as f
 
 from kalla.engine.sql import quote_ident
+from kalla.errors import EvidenceError
 from kalla.evidence.digest import (
     MODULUS,
     TableDigest,
     canonical_columns,
     combine,
-    encode_rows,
+    encode_fixed,
     sum_hashes,
 )
 
@@ -49,17 +51,32 @@ def _digest_frame(df: DataFrame) -> TableDigest:
     columns = canonical_columns(schema)
     empty = TableDigest.empty(columns)
 
+    failures: list[EvidenceError] = []
+
     def encode(*arrays: pa.Array) -> pa.Array:
-        return encode_rows(arrays, columns)
+        try:
+            return encode_fixed(arrays, columns)[0]
+        except EvidenceError as exc:  # DataFusion wraps it; re-raised as it is below
+            failures.append(exc)
+            raise
 
     encoder = udf(encode, [field.type for field in schema], pa.binary(), "immutable", "encode")
-    hashed = df.select(f.sha256(encoder(*[col(quote_ident(c.name)) for c in columns])))
+    values = [col(quote_ident(c.name)) for c in columns]
+    # the bytes of strings and binaries after the fixed fields; concat skips a NULL's
+    tails = [f.arrow_cast(v, "Binary") for v, c in zip(values, columns, strict=True) if c.variable]
+    row = f.concat(encoder(*values), *tails) if tails else encoder(*values)
+    hashed = df.select(f.sha256(row))
     rows, total = 0, 0
-    for stream in hashed.execute_stream_partitioned():
-        for batch in stream:
-            hashes = batch.to_pyarrow().column(0)
-            rows += len(hashes)
-            total += sum_hashes(hashes)
+    try:
+        for stream in hashed.execute_stream_partitioned():
+            for batch in stream:
+                hashes = batch.to_pyarrow().column(0)
+                rows += len(hashes)
+                total += sum_hashes(hashes)
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
     return TableDigest(empty.columns, rows, total % MODULUS)
 
 
