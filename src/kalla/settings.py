@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     join_strategy: Literal["auto", "hash", "sort_merge"] = Field(
         default="auto", alias="KALLA_JOIN_STRATEGY"
     )
+    content_digests: bool = Field(default=True, alias="KALLA_CONTENT_DIGESTS")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")

@@ -41,10 +41,12 @@ SEED = "seed_readme_example"
 class Run:
     """A completed run of a fixture case, its inputs copied where a test may change them."""
 
-    def __init__(self, case: str, tmp: Path, *, sorted_outputs: bool = False) -> None:
+    def __init__(
+        self, case: str, tmp: Path, *, sorted_outputs: bool = False, digests: bool = True
+    ) -> None:
         folder = CASES_DIR / case
         expected = json.loads((folder / "expected.json").read_text())
-        self.settings = Settings(STAGING_PATH=tmp / "staging")
+        self.settings = Settings(STAGING_PATH=tmp / "staging", KALLA_CONTENT_DIGESTS=digests)
         self.data = tmp / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.inputs = {}
@@ -199,6 +201,15 @@ def test_a_missing_input_file_asks_for_it(seed: Run) -> None:
     report = seed.verify()
     assert report.verdict is Verdict.CANNOT_VERIFY
     assert "give --source invoices=PATH" in detail(report, "input invoices")
+
+
+def test_a_run_made_without_digests_cannot_be_verified(tmp_path: Path) -> None:
+    run = Run(SEED, tmp_path, digests=False)
+    assert run.manifest["digest_algorithm"] is None
+    assert not any("digest" in entry for entry in run.manifest["outputs"].values())
+    report = run.verify()
+    assert report.verdict is Verdict.CANNOT_VERIFY
+    assert "KALLA_CONTENT_DIGESTS=false" in detail(report, "digests")
 
 
 def test_a_table_without_a_digest_cannot_be_verified(tmp_path: Path) -> None:

@@ -445,7 +445,8 @@ def reconcile(
     output_dir = Path(output_dir).absolute()
     run = _Run(spec, left, right, options, progress)
     # content digests (evidence.digest) of the inputs, computed while the engine works
-    input_digests = {s.alias: in_background(digest_parquet, s.path) for s in (left, right)}
+    digest = options.content_digests
+    input_digests = {s.alias: in_background(digest_parquet, s.path) for s in run.sides if digest}
     with AtomicOutputDir(output_dir, overwrite=overwrite) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -472,13 +473,16 @@ def reconcile(
             for name, path in paths.items()
             if name in ("matched", "ambiguous")
         }
-        output_digests = {name: in_background(digest_parquet, paths[name]) for name in digests}
+        output_digests = {
+            name: in_background(digest_parquet, paths[name]) for name in digests if digest
+        }
         unmatched: dict[str, int] = {}
         for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
             with run.timed(name):
                 unmatched[side.alias] = run.unmatched(side, paths[name])
             digests[name] = in_background(sha256_file, paths[name])
-            output_digests[name] = in_background(digest_parquet, paths[name])
+            if digest:
+                output_digests[name] = in_background(digest_parquet, paths[name])
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the key views read; drop it only now
@@ -523,8 +527,8 @@ def reconcile(
             ],
             outputs=paths,
             digests=digests,
-            input_digests=input_digests,
-            output_digests=output_digests,
+            input_digests=input_digests if digest else None,
+            output_digests=output_digests if digest else None,
             sorted_outputs=options.sorted_outputs,
             summary=summary.to_dict(),
             started_at=started,

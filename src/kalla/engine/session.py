@@ -21,6 +21,7 @@ class EngineOptions:
     compression: str = "zstd(1)"
     join_strategy: str = "auto"  # auto | hash | sort_merge
     sorted_outputs: bool = False  # outputs ordered by key, then every column: same bytes each run
+    content_digests: bool = True  # digests of every input and output in the manifest
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -30,6 +31,7 @@ class EngineOptions:
             target_partitions=settings.target_partitions,
             compression=settings.parquet_compression,
             join_strategy=settings.join_strategy,
+            content_digests=settings.content_digests,
         )
 
     def prefer_hash_join(self, rows: int) -> bool:

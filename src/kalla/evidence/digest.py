@@ -15,10 +15,10 @@ The construction (``kalla-multiset-sha256/1``, specified for auditors in docs/au
 4. The digest is SHA-256 of a short text naming the algorithm, the columns (names and
    canonical types), the row count and the sum.
 
-This module holds the construction twice: a vectorised encoder (``encode_rows``, numpy and
-pyarrow over whole batches) that an engine pairs with its own SHA-256 and ``sum_hashes``,
-and ``reference_digest``, a value-by-value implementation written straight from the
-specification, which the property tests hold the fast path to.
+This module holds the construction twice: a vectorised encoder (``encode_fixed`` and
+``encode_rows``, numpy and pyarrow over whole batches) that an engine pairs with its own
+SHA-256 and ``sum_hashes``, and ``reference_digest``, a value-by-value implementation
+written straight from the specification, which the property tests hold the fast path to.
 """
 
 from __future__ import annotations
@@ -182,6 +182,8 @@ def sum_hashes(hashes: pa.Array) -> int:
     """Sum (not yet reduced mod 2^256) of a column of 32-byte SHA-256 row hashes, each read
     as a little-endian integer: eight 32-bit limbs summed column-wise in numpy, then carried
     once in Python."""
+    if not pa.types.is_binary(hashes.type):
+        hashes = hashes.cast(pa.binary())
     n = len(hashes)
     if n == 0:
         return 0

@@ -69,7 +69,8 @@ def build_manifest(
     Every input and output table carries its content digest (``kalla.evidence.digest``:
     independent of row order and file layout) beside the file's sha256, when the caller
     computed it (``input_digests`` by alias, ``output_digests`` by output name). The last
-    field, ``manifest_sha256``, hashes all the others.
+    field, ``manifest_sha256``, hashes all the others. Without ``output_digests`` (digests
+    switched off) ``digest_algorithm`` is null.
     """
     files = {}
     for name, path in outputs.items():
@@ -93,7 +94,7 @@ def build_manifest(
         "recipe_sha256": hashlib.sha256(canonical_json(recipe).encode()).hexdigest(),
         "sql": list(sql),
         "engine": engine_versions(),
-        "digest_algorithm": ALGORITHM,
+        "digest_algorithm": ALGORITHM if output_digests is not None else None,
         "outputs_sorted": sorted_outputs,
         "inputs": entries,
         "outputs": files,

@@ -191,7 +191,8 @@ class _Verification:
         if algorithm == ALGORITHM:
             return True
         detail = (
-            "the run records no content digests (made by a Kalla before digests)"
+            "the run records no content digests (made with KALLA_CONTENT_DIGESTS=false, "
+            "or by a Kalla before digests)"
             if algorithm is None
             else f"the run's digests are {algorithm}; this Kalla computes {ALGORITHM}"
         )
