@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionContext, col
 
-from kalla.engine.datafusion.digest import digest_parquet
+from kalla.engine.datafusion.digest import digest_in_background
 from kalla.engine.filters import apply_filters
 from kalla.engine.floats import as_decimals, exact_types, float_columns
 from kalla.engine.layout import MatchLayout, analyse
@@ -446,7 +446,7 @@ def reconcile(
     run = _Run(spec, left, right, options, progress)
     # content digests (evidence.digest) of the inputs, computed while the engine works
     digest = options.content_digests
-    input_digests = {s.alias: in_background(digest_parquet, s.path) for s in run.sides if digest}
+    input_digests = {s.alias: digest_in_background(s.path) for s in run.sides if digest}
     with AtomicOutputDir(output_dir, overwrite=overwrite) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -473,16 +473,14 @@ def reconcile(
             for name, path in paths.items()
             if name in ("matched", "ambiguous")
         }
-        output_digests = {
-            name: in_background(digest_parquet, paths[name]) for name in digests if digest
-        }
+        output_digests = {name: digest_in_background(paths[name]) for name in digests if digest}
         unmatched: dict[str, int] = {}
         for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
             with run.timed(name):
                 unmatched[side.alias] = run.unmatched(side, paths[name])
             digests[name] = in_background(sha256_file, paths[name])
             if digest:
-                output_digests[name] = in_background(digest_parquet, paths[name])
+                output_digests[name] = digest_in_background(paths[name])
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the key views read; drop it only now

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +89,16 @@ def digest_parquet(paths: Path | Sequence[Path]) -> TableDigest:
         ctx = _context()
         digests.append(_digest_frame(ctx.read_parquet(str(path))))
     return combine(digests)
+
+
+# One digest at a time: each already scans on every core, and two at once only contend for
+# the GIL their encoder takes per batch (measured: more CPU for the same work).
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-digest")
+
+
+def digest_in_background(paths: Path | Sequence[Path]) -> Future[TableDigest]:
+    """``digest_parquet`` on the digest thread, while the caller goes on."""
+    return _POOL.submit(digest_parquet, paths)
 
 
 def digest_table(table: pa.Table) -> TableDigest:
