@@ -9,6 +9,8 @@ or one duplicated row gives another digest.
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import CancelledError
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -332,3 +334,13 @@ def test_a_decimal_scale_changes_the_digest_and_precision_does_not(
     assert digest_table(pa.table({"v": column.cast(pa.decimal128(20, 2))})) == base
     rescaled = digest_table(pa.table({"v": column.cast(pa.decimal128(13, 3))}))
     assert rescaled.hexdigest != base.hexdigest
+
+
+def test_a_stopped_digest_ends_with_cancelled_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"v": list(range(1000))}), path)
+    stop = threading.Event()
+    assert digest_parquet(path, stop=stop).rows == 1000
+    stop.set()
+    with pytest.raises(CancelledError):
+        digest_parquet(path, stop=stop)

@@ -4,9 +4,12 @@ or missing output, a tampered manifest or recipe, another Kalla version."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from kalla import pipeline
 from kalla.cli import app
 from kalla.connectors import stage_source
 from kalla.engine import EngineOptions
-from kalla.errors import EvidenceError
+from kalla.errors import EvidenceError, SqlError
 from kalla.evidence.manifest import manifest_sha256
 from kalla.evidence.verify import Status, Verdict, VerifyReport
 from kalla.recipe import load_recipe
@@ -42,7 +45,13 @@ class Run:
     """A completed run of a fixture case, its inputs copied where a test may change them."""
 
     def __init__(
-        self, case: str, tmp: Path, *, sorted_outputs: bool = False, digests: bool = True
+        self,
+        case: str,
+        tmp: Path,
+        *,
+        sorted_outputs: bool = False,
+        digests: bool = True,
+        sql: str | None = None,
     ) -> None:
         folder = CASES_DIR / case
         expected = json.loads((folder / "expected.json").read_text())
@@ -55,6 +64,8 @@ class Run:
             shutil.copy(folder / file, self.inputs[alias])
         self.dir = tmp / ("sorted" if sorted_outputs else "run")
         recipe = load_recipe(folder / "recipe.json")
+        if sql is not None:
+            recipe = recipe.model_copy(update={"match_sql": sql})
         left, right = pipeline.sources_from_recipe(
             recipe, {alias: str(path) for alias, path in self.inputs.items()}
         )
@@ -362,3 +373,30 @@ def test_kalla_verify_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["verify", str(tmp_path)])
     assert result.exit_code == EvidenceError.exit_code
     assert "holds no manifest.json: it is not a Kalla run" in result.output
+
+
+def test_a_failed_run_cancels_its_digests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Digests wait on their own thread; those of a run that fails are cancelled, so a
+    failed job leaves nothing computing and the process nothing to wait for."""
+    from kalla.engine.datafusion import digest
+
+    module = importlib.import_module("kalla.engine.reconcile")  # the package exports a function
+
+    started: list[Future[Any]] = []
+
+    def recorded(paths: Any) -> Future[Any]:
+        future = digest.digest_in_background(paths)
+        started.append(future)
+        return future
+
+    monkeypatch.setattr(module, "digest_in_background", recorded)
+    release = threading.Event()
+    blocker = digest._POOL.submit(release.wait)  # the run's digests queue behind it
+    try:
+        with pytest.raises(SqlError):
+            Run("seed_readme_example", tmp_path, sql="SELECT nope FROM invoices")
+    finally:
+        release.set()
+    blocker.result()
+    assert len(started) == 2
+    assert all(future.cancelled() for future in started)

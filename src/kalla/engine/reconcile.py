@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionContext, col
 
-from kalla.engine.datafusion.digest import digest_in_background
+from kalla.engine.datafusion.digest import cancelled_on_error, digest_in_background
 from kalla.engine.filters import apply_filters
 from kalla.engine.floats import as_decimals, exact_types, float_columns
 from kalla.engine.layout import MatchLayout, analyse
@@ -37,6 +38,7 @@ from kalla.engine.session import EngineOptions, make_context, read_only
 from kalla.engine.sql import explain_sql_error, quote_ident, rewrite_tolerance
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, KallaError, RecipeError, ResourceLimitError, SqlError
+from kalla.evidence.digest import TableDigest
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import OUTPUT_NAMES, AtomicOutputDir
 from kalla.hashing import in_background, sha256_file
@@ -447,7 +449,11 @@ def reconcile(
     # content digests (evidence.digest) of the inputs, computed while the engine works
     digest = options.content_digests
     input_digests = {s.alias: digest_in_background(s.path) for s in run.sides if digest}
-    with AtomicOutputDir(output_dir, overwrite=overwrite) as tmp:
+    output_digests: dict[str, Future[TableDigest]] = {}
+    with (
+        AtomicOutputDir(output_dir, overwrite=overwrite) as tmp,
+        cancelled_on_error(input_digests, output_digests),
+    ):
         work = tmp / ".work"
         work.mkdir()
         paths = {name: tmp / f"{name}.parquet" for name in OUTPUT_NAMES}
@@ -473,7 +479,7 @@ def reconcile(
             for name, path in paths.items()
             if name in ("matched", "ambiguous")
         }
-        output_digests = {name: digest_in_background(paths[name]) for name in digests if digest}
+        output_digests.update({n: digest_in_background(paths[n]) for n in digests if digest})
         unmatched: dict[str, int] = {}
         for side, name in zip(run.sides, ("unmatched_left", "unmatched_right"), strict=True):
             with run.timed(name):

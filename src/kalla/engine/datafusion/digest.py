@@ -11,8 +11,11 @@ row order, layout or compression: the Spark engine can digest its outputs with t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -47,7 +50,7 @@ def _context() -> SessionContext:
     return SessionContext(config)
 
 
-def _digest_frame(df: DataFrame) -> TableDigest:
+def _digest_frame(df: DataFrame, stop: threading.Event | None = None) -> TableDigest:
     schema = df.schema()
     columns = canonical_columns(schema)
     empty = TableDigest.empty(columns)
@@ -71,9 +74,13 @@ def _digest_frame(df: DataFrame) -> TableDigest:
     try:
         for stream in hashed.execute_stream_partitioned():
             for batch in stream:
+                if stop is not None and stop.is_set():  # dropping the stream ends the scan
+                    raise CancelledError("digest cancelled")
                 hashes = batch.to_pyarrow().column(0)
                 rows += len(hashes)
                 total += sum_hashes(hashes)
+    except CancelledError:
+        raise
     except Exception:
         if failures:
             raise failures[0] from None
@@ -81,13 +88,16 @@ def _digest_frame(df: DataFrame) -> TableDigest:
     return TableDigest(empty.columns, rows, total % MODULUS)
 
 
-def digest_parquet(paths: Path | Sequence[Path]) -> TableDigest:
-    """Digest of the rows of one Parquet file, or of several holding one table."""
+def digest_parquet(
+    paths: Path | Sequence[Path], *, stop: threading.Event | None = None
+) -> TableDigest:
+    """Digest of the rows of one Parquet file, or of several holding one table; ``stop``
+    set ends it between two batches (CancelledError)."""
     parts = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     digests = []
     for path in parts:
         ctx = _context()
-        digests.append(_digest_frame(ctx.read_parquet(str(path))))
+        digests.append(_digest_frame(ctx.read_parquet(str(path)), stop))
     return combine(digests)
 
 
@@ -96,9 +106,32 @@ def digest_parquet(paths: Path | Sequence[Path]) -> TableDigest:
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-digest")
 
 
+_STOPS: weakref.WeakKeyDictionary[Future[TableDigest], threading.Event] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def digest_in_background(paths: Path | Sequence[Path]) -> Future[TableDigest]:
     """``digest_parquet`` on the digest thread, while the caller goes on."""
-    return _POOL.submit(digest_parquet, paths)
+    stop = threading.Event()
+    future = _POOL.submit(digest_parquet, paths, stop=stop)
+    _STOPS[future] = stop
+    return future
+
+
+@contextmanager
+def cancelled_on_error(*digests: Mapping[str, Future[TableDigest]]) -> Iterator[None]:
+    """Stop the background digests of a run that fails (the mappings may still grow): a
+    failed or cancelled job leaves no digest running, nor the process waiting for one."""
+    try:
+        yield
+    except BaseException:
+        for future in [f for mapping in digests for f in mapping.values()]:
+            future.cancel()
+            stop = _STOPS.get(future)
+            if stop is not None:
+                stop.set()
+        raise
 
 
 def digest_table(table: pa.Table) -> TableDigest:
