@@ -118,6 +118,10 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
 def _short(digest: str | None) -> str:
     return f"{digest[:12]}…" if digest else "none"
 
@@ -206,7 +210,7 @@ class _Verification:
             check = f"output {name}"
             path = self.run_dir / str(entry.get("file", f"{name}.parquet"))
             recorded = entry.get("digest")
-            rows = f"{entry.get('rows', 0):,} rows"
+            rows = _rows(entry.get("rows", 0))
             if not path.is_file():
                 self.add(check, Status.DIFFERS, f"missing: {path.name} is not in the run directory")
                 continue
@@ -322,7 +326,7 @@ class _Verification:
                 only = "the re-run" if old is None else "the run"
                 self.add(check, Status.DIFFERS, f"only {only} wrote it")
                 continue
-            rows = f"{new.get('rows', 0):,} rows"
+            rows = _rows(new.get("rows", 0))
             if old.get("digest") is None or new.get("digest") is None:
                 why = old.get("digest_error") or new.get("digest_error") or "no digest"
                 self.add(check, Status.CANNOT_VERIFY, f"cannot compare: {why}")
