@@ -1,4 +1,4 @@
-"""``kalla`` command line: run | suggest | demo | bench | worker | serve."""
+"""``kalla`` command line: run | suggest | verify | demo | bench | worker | serve."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -146,6 +147,13 @@ def run_command(
     memory_limit: Annotated[
         str | None, typer.Option("--memory-limit", help="e.g. 16G (default: half of RAM).")
     ] = None,
+    sorted_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--sorted-outputs",
+            help="Write outputs ordered by key, so that the files' sha256 repeat run after run.",
+        ),
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Reconcile the recipe's two sources and write matched / unmatched outputs."""
@@ -165,7 +173,7 @@ def run_command(
             output_dir=output,
             recipe=recipe.to_dict(),
             overwrite=overwrite,
-            options=_options(memory_limit),
+            options=replace(_options(memory_limit), sorted_outputs=sorted_outputs),
         )
         with _progress_display(not as_json and err.is_terminal) as progress:
             return pipeline.run(request, progress=progress)
@@ -204,6 +212,34 @@ def suggest_command(
         sys.stdout.write(json.dumps(found.to_dict(output)) + "\n")
     else:
         print_suggestion(out, found, output)
+
+
+@app.command("verify")
+def verify_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run's output directory.")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            "-s",
+            help="ALIAS=PATH: an input as the run read it (a file, or a database snapshot); "
+            "file inputs default to the path the run read.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Check a run against its manifest and re-run it: verified (exit 0), differs (8) or
+    cannot verify (9), one line per check (docs/audit.md)."""
+    from kalla.replay import verify_run
+
+    report = _guarded(debug, lambda: verify_run(run_dir, _parse_sources(source or [])))
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        for line in report.lines():
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(report.verdict.exit_code)
 
 
 @app.command("demo")

@@ -106,6 +106,15 @@ class ResourceLimitError(KallaError):
     kind = "memory_limit"
 
 
+class EvidenceError(KallaError):
+    """A run's evidence cannot be read or computed: no manifest, a manifest that is not a
+    Kalla run's, a table whose column types have no canonical digest."""
+
+    status = 422
+    exit_code = 7
+    kind = "evidence"
+
+
 class NotFoundError(KallaError):
     """A run, job, recipe or source that the service does not know."""
 

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
         default="auto", alias="KALLA_JOIN_STRATEGY"
     )
     engine: Literal["datafusion"] = Field(default="datafusion", alias="KALLA_ENGINE")
+    content_digests: bool = Field(default=True, alias="KALLA_CONTENT_DIGESTS")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")

@@ -7,6 +7,7 @@ pages of a run's outputs to the app.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from kalla.engine.executor import EngineOptions, Executor
 from kalla.engine.reconcile import ProgressHook, SourceInput, reconcile
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import ConfigError
+from kalla.evidence.digest import TableDigest
 from kalla.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -35,6 +37,14 @@ def make_executor(options: EngineOptions) -> Executor:
     )
 
 
+def digest_parquet(paths: Path | Sequence[Path]) -> TableDigest:
+    """The content digest of a table in one or more Parquet files (``kalla.evidence.digest``),
+    whichever engine wrote them: DataFusion reads them for every engine."""
+    from kalla.engine.datafusion.digest import digest_parquet as digest
+
+    return digest(paths)
+
+
 def open_parquet(path: Path) -> ParquetView:
     """One output file to filter, sort and page in place (the app's result pages)."""
     from kalla.engine.datafusion.results import ParquetView
@@ -51,6 +61,7 @@ __all__ = [
     "ProgressHook",
     "RunSummary",
     "SourceInput",
+    "digest_parquet",
     "make_executor",
     "open_parquet",
     "reconcile",

@@ -10,6 +10,7 @@ implementation named by ``EngineOptions.engine`` (``KALLA_ENGINE``).
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 from sqlglot import exp
 
+from kalla.evidence.digest import TableDigest
 from kalla.settings import Settings
 
 
@@ -31,6 +33,8 @@ class EngineOptions:
     compression: str = "zstd(1)"  # Parquet codec of staged and output files
     join_strategy: str = "auto"  # auto | hash | sort_merge
     engine: str = "datafusion"
+    sorted_outputs: bool = False  # outputs ordered by key, then every column: same bytes each run
+    content_digests: bool = True  # digests of every input and output in the manifest
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -41,6 +45,7 @@ class EngineOptions:
             compression=settings.parquet_compression,
             join_strategy=settings.join_strategy,
             engine=settings.engine,
+            content_digests=settings.content_digests,
         )
 
 
@@ -86,6 +91,12 @@ class Executor(Protocol):
 
     def versions(self) -> dict[str, str]:
         """The engine's library versions, for the manifest."""
+        ...
+
+    def digest(self, path: Path) -> Future[TableDigest]:
+        """The content digest of a Parquet file (``kalla.evidence.digest``), computed in the
+        background; it depends on the rows only, so every engine must give the same one
+        (another engine may reuse ``engine/datafusion/digest.py``, which reads the file)."""
         ...
 
     def settings(self) -> dict[str, Any]:

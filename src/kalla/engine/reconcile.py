@@ -26,11 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlglot import exp
 
 from kalla.engine.executor import Executor
 from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, SqlError
+from kalla.evidence.digest import TableDigest
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
 from kalla.hashing import in_background, sha256_file
@@ -230,6 +232,24 @@ class _Run:
         self.executor.write_table(table.filter(pc.invert(mask)), self.root / step.ambiguous)
         return int(pc.sum(mask).as_py() or 0)
 
+    # --- optional: outputs in a fixed order -------------------------------------------
+
+    def sort_output(self, path: Path, keys: Sequence[str]) -> None:
+        """Rewrite an output ordered by ``keys``, then by every other column: the same rows
+        give the same bytes on every run (``--sorted-outputs``)."""
+        name = f"__sorted_{path.stem}"
+        schema = self.executor.register_parquet(name, path, what=f"output {path.name}")
+        first = [k for k in keys if k in schema.names]
+        order = [*first, *(n for n in schema.names if n not in first)]
+        query = (
+            exp.select("*")
+            .from_(exp.to_identifier(name, quoted=True))
+            .order_by(*(exp.column(n, quoted=True) for n in order))
+        )
+        target = path.with_name(f".{path.stem}.sorted.parquet")
+        self.executor.write(query, target, what=f"output {path.name}")
+        target.replace(path)
+
     # --- 5. control totals ------------------------------------------------------------
 
     def control_total(self, source: SourcePlan, unmatched_rows: int) -> ControlTotal:
@@ -295,6 +315,10 @@ def reconcile(
         with run.timed("register"):
             run.register(spec, (left, right))
         plan = run.plan
+        # content digests (evidence.digest) of the inputs, computed while the engine works
+        digesting = executor.options.content_digests
+        input_digests = {s.alias: executor.digest(s.path) for s in (left, right) if digesting}
+        output_digests: dict[str, Future[TableDigest]] = {}
         for index, step in enumerate(plan.passes):
             with run.timed(f"match:{step.name}"):
                 run.match(step, index)
@@ -304,12 +328,18 @@ def reconcile(
             for merge in plan.combine:
                 parts = [tmp / p for p in merge.parts]
                 combine(parts, tmp / merge.target, executor.options.compression)
+            for name in ("matched", "ambiguous"):
+                if name in paths and executor.options.sorted_outputs:
+                    run.sort_output(
+                        paths[name], [k for ks in plan.passes[0].layout.keys.values() for k in ks]
+                    )
         # final from here on: hash them while the unmatched sides are derived
-        digests: dict[str, Future[str]] = {
-            name: in_background(sha256_file, path)
-            for name, path in paths.items()
-            if name in ("matched", "ambiguous")
-        }
+        digests: dict[str, Future[str]] = {}
+        for name in ("matched", "ambiguous"):
+            if name in paths:
+                digests[name] = in_background(sha256_file, paths[name])
+                if digesting:
+                    output_digests[name] = executor.digest(paths[name])
         unmatched: dict[str, int] = {}
         for side in plan.unmatched:
             with run.timed(side.output):
@@ -319,7 +349,11 @@ def reconcile(
                 unmatched[side.alias] = executor.write(
                     side.query, tmp / side.file, what=f"unmatched rows of '{side.alias}'"
                 )
+                if executor.options.sorted_outputs:
+                    run.sort_output(tmp / side.file, plan.source(side.alias).primary_key)
             digests[side.output] = in_background(sha256_file, paths[side.output])
+            if digesting:
+                output_digests[side.output] = executor.digest(paths[side.output])
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the anti joins read; drop it only now
@@ -362,6 +396,9 @@ def reconcile(
             ],
             outputs=paths,
             digests=digests,
+            input_digests=input_digests if digesting else None,
+            output_digests=output_digests if digesting else None,
+            sorted_outputs=executor.options.sorted_outputs,
             summary=summary.to_dict(),
             started_at=started,
             engine=executor.versions(),

@@ -15,12 +15,41 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import kalla
+from kalla.errors import EvidenceError
+from kalla.evidence.digest import ALGORITHM, TableDigest
 from kalla.hashing import sha256_file
 from kalla.secrets import redact_recipe
 
 
 def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def engine_versions(engine: Mapping[str, str]) -> dict[str, str]:
+    """The versions a run records (``engine``: Kalla's, the executor's libraries', pyarrow's,
+    Python's) and a verification compares with its own."""
+    return {
+        "kalla": kalla.__version__,
+        **engine,
+        "pyarrow": pa.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def manifest_sha256(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own ``manifest_sha256`` field."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def content_digest(digest: Future[TableDigest] | None) -> dict[str, Any]:
+    """A table's ``digest`` entry: the hex digest, or null and why there is none."""
+    if digest is None:
+        return {}
+    try:
+        return {"digest": digest.result().hexdigest}
+    except EvidenceError as exc:
+        return {"digest": None, "digest_error": exc.message}
 
 
 def build_manifest(
@@ -30,6 +59,9 @@ def build_manifest(
     inputs: Sequence[Mapping[str, Any]],
     outputs: Mapping[str, Path],
     digests: Mapping[str, Future[str]] | None = None,
+    input_digests: Mapping[str, Future[TableDigest]] | None = None,
+    output_digests: Mapping[str, Future[TableDigest]] | None = None,
+    sorted_outputs: bool = False,
     summary: Mapping[str, Any],
     started_at: datetime,
     engine: Mapping[str, str],
@@ -39,7 +71,13 @@ def build_manifest(
 
     The recipe is recorded, and hashed, with every literal secret in its URIs redacted
     (``${ENV}`` placeholders kept): a manifest never holds a password. ``engine``: the
-    executor's library versions; ``executor``: the settings it ran with."""
+    executor's library versions; ``executor``: the settings it ran with. Every input and
+    output table carries its content digest (``kalla.evidence.digest``: independent of row
+    order and file layout) beside the file's sha256, when the caller computed it
+    (``input_digests`` by alias, ``output_digests`` by output name). The last field,
+    ``manifest_sha256``, hashes all the others. Without ``output_digests`` (digests switched
+    off) ``digest_algorithm`` is null.
+    """
     recipe = redact_recipe(recipe)
     files = {}
     for name, path in outputs.items():
@@ -49,8 +87,13 @@ def build_manifest(
             "rows": pq.ParquetFile(path).metadata.num_rows,
             "sha256": digest.result() if digest is not None else sha256_file(path),
             "bytes": path.stat().st_size,
+            **content_digest((output_digests or {}).get(name)),
         }
-    return {
+    entries = [
+        {**entry, **content_digest((input_digests or {}).get(str(entry.get("alias"))))}
+        for entry in inputs
+    ]
+    manifest = {
         "manifest_version": 1,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -58,14 +101,11 @@ def build_manifest(
         "recipe_sha256": hashlib.sha256(canonical_json(recipe).encode()).hexdigest(),
         "recipe_sha256_of": "recipe with literal secrets redacted",
         "sql": list(sql),
-        "engine": {
-            "kalla": kalla.__version__,
-            **engine,
-            "pyarrow": pa.__version__,
-            "python": platform.python_version(),
-        },
+        "engine": engine_versions(engine),
         "executor": dict(executor or {}),
-        "inputs": list(inputs),
+        "digest_algorithm": ALGORITHM if output_digests is not None else None,
+        "outputs_sorted": sorted_outputs,
+        "inputs": entries,
         "outputs": files,
         "control_totals": summary["control_totals"],
         "passes": summary["passes"],
@@ -84,3 +124,5 @@ def build_manifest(
             )
         },
     }
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
+    return manifest

@@ -31,5 +31,5 @@ class RecipeGenerator(PostgresGenerator):
 
 class RecipeSQL(Postgres):
     NORMALIZATION_STRATEGY = NormalizationStrategy.CASE_SENSITIVE
-    TIME_MAPPING: dict[str, str] = {}
+    TIME_MAPPING: dict[str, str] = {}  # noqa: RUF012 - sqlglot's own declaration
     Generator = RecipeGenerator

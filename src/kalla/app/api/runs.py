@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -29,11 +32,13 @@ from kalla.app.schemas import (
 )
 from kalla.app.storage import RunRepository, RunRow, SourceRepository
 from kalla.app.uploads import RunForm, check_upload_schema, receive_form
-from kalla.errors import ConflictError, NotFoundError
+from kalla.errors import ConflictError, EvidenceError, NotFoundError
 from kalla.evidence.output import OUTPUT_NAMES as OUTPUTS
+from kalla.evidence.verify import VerifyReport
 from kalla.recipe import Recipe
 from kalla.recipe.parse import describe_validation_error
 from kalla.runner import JobStatus
+from kalla.secrets import scrub
 from kalla.settings import Settings
 from kalla.suggest import did_you_mean
 
@@ -281,6 +286,74 @@ def cancel_run(run_id: UUID, state: StateDep) -> RunPublic:
     state.dispatcher.cancel(key)
     with state.db.session() as session:
         return public(get_run(session, run_id))
+
+
+VERIFY_MULTIPART = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "string",
+        "format": "binary",
+        "description": "an input as the run read it, the field named after its alias",
+    },
+}
+
+
+@router.post(
+    "/{run_id}/verify",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"multipart/form-data": {"schema": VERIFY_MULTIPART}},
+        }
+    },
+)
+async def verify_run(run_id: UUID, request: Request, state: StateDep) -> VerifyReport:
+    """Verify a completed run, as ``kalla verify`` does (docs/audit.md): its manifest, recipe
+    and outputs against their recorded hashes and content digests, then, with its inputs
+    sent again (``multipart/form-data``, one file per input named after its alias; uploads
+    are not kept after a run), a re-run of its recipe compared digest by digest. The verdict
+    is ``verified``, ``differs`` or ``cannot verify`` with its reasons. It runs in a child
+    process and answers when the re-run ends."""
+    with state.db.session() as session:
+        run = get_run(session, run_id)
+        status, output = run.status, run.output_path
+    if status != JobStatus.COMPLETED.value:
+        raise ConflictError(f"run {run_id} is {status}: only a completed run can be verified")
+    dest = (state.settings.staging_path / "uploads" / f"verify-{uuid4().hex}").resolve()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        sources: dict[str, str] = {}
+        if media == "multipart/form-data":
+            form = await receive_form(request, dest, max_file_bytes=state.settings.max_upload_size)
+            if form.fields:
+                names = ", ".join(sorted(f[:40] for f in form.fields))
+                raise BadRequestError(f"unknown form field(s): {names}; send only files")
+            sources = {alias: str(saved.path) for alias, saved in form.files.items()}
+        return await run_in_threadpool(_verify_in_child, state.settings, output, sources)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def _verify_in_child(settings: Settings, run_dir: str, sources: dict[str, str]) -> VerifyReport:
+    """``kalla verify --json`` in a child process: the inputs are user files and the re-run
+    runs user SQL, which never happens in the app's own process."""
+    command = [sys.executable, "-m", "kalla.cli", "verify", run_dir, "--json"]
+    for alias, path in sources.items():
+        command += ["--source", f"{alias}={path}"]
+    env = {
+        **os.environ,
+        "STAGING_PATH": str(settings.staging_path),
+        "KALLA_MEMORY_LIMIT": str(settings.memory_limit),
+        "KALLA_TARGET_PARTITIONS": str(settings.target_partitions),
+        "KALLA_PARQUET_COMPRESSION": settings.parquet_compression,
+        "KALLA_JOIN_STRATEGY": settings.join_strategy,
+    }
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode in (0, 8, 9):  # verified, differs, cannot verify
+        return VerifyReport.model_validate_json(done.stdout)
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    cause = " ".join(lines).removeprefix("error:").strip() or f"exit status {done.returncode}"
+    raise EvidenceError(f"the run cannot be verified: {scrub(cause)}")
 
 
 @router.get("/{run_id}/events")

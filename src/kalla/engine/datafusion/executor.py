@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,10 +20,12 @@ import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionConfig, SessionContext
 from sqlglot import exp
 
+from kalla.engine.datafusion.digest import digest_in_background, stop_digests
 from kalla.engine.datafusion.errors import translate
 from kalla.engine.datafusion.session import make_context, partitions, prefer_hash_join, read_only
 from kalla.engine.executor import EngineOptions, Executor
 from kalla.errors import JobCancelled, OutputError, SqlError
+from kalla.evidence.digest import TableDigest
 from kalla.plan.dialect import RecipeSQL
 from kalla.settings import parquet_codec
 
@@ -55,6 +58,7 @@ class DataFusionExecutor(Executor):
         self._hash_join: bool | None = None  # decided before the first query
         self._cancelled = threading.Event()
         self._views: list[str] = []  # names messages may offer (the source aliases)
+        self._digests: list[Future[TableDigest]] = []  # stopped by close() if still running
         # Outputs are mostly unique strings (ids, descriptions): dictionary encoding and
         # page-level statistics cost ~20% of the write and buy nothing there (measured at 1M).
         self._output_options = ParquetWriterOptions(
@@ -157,6 +161,11 @@ class DataFusionExecutor(Executor):
     def versions(self) -> dict[str, str]:
         return {"datafusion": datafusion.__version__}
 
+    def digest(self, path: Path) -> Future[TableDigest]:
+        future = digest_in_background(path)
+        self._digests.append(future)
+        return future
+
     def settings(self) -> dict[str, Any]:
         hash_join = self._hash_join
         if hash_join is None:
@@ -171,6 +180,9 @@ class DataFusionExecutor(Executor):
         }
 
     def close(self) -> None:
+        # a failed or cancelled run leaves no digest running, nor the process waiting on one
+        stop_digests(f for f in self._digests if not f.done())
+        self._digests.clear()
         for name in self._views:
             if self._ctx.table_exist(name):
                 self._ctx.deregister_table(name)

@@ -19,7 +19,7 @@ from datafusion import functions as f
 COMPARISONS = ("eq", "neq", "gt", "gte", "lt", "lte")
 
 
-def _quoted(name: str) -> str:
+def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -43,7 +43,7 @@ class ParquetView:
         Python or Arrow scalar of the column's type."""
         if op not in COMPARISONS:
             raise ValueError(f"unknown comparison '{op}' (one of {', '.join(COMPARISONS)})")
-        target, literal = col(_quoted(column)), lit(value)
+        target, literal = col(quote_ident(column)), lit(value)
         condition = {
             "eq": target == literal,
             "neq": target != literal,
@@ -56,24 +56,24 @@ class ParquetView:
 
     def contains(self, column: str, text: str) -> ParquetView:
         """Rows whose ``column``, as text, contains ``text``."""
-        found = f.strpos(col(_quoted(column)).cast(pa.string()), lit(text)) > lit(0)
+        found = f.strpos(col(quote_ident(column)).cast(pa.string()), lit(text)) > lit(0)
         return self._with(self._frame.filter(found))
 
     def sort(self, column: str, *, descending: bool = False) -> ParquetView:
         """Sorted by ``column``, NULLs last."""
-        order = col(_quoted(column)).sort(ascending=not descending, nulls_first=False)
+        order = col(quote_ident(column)).sort(ascending=not descending, nulls_first=False)
         return self._with(self._frame.sort(order))
 
     def with_days_since(self, name: str, column: str, today: dt.date) -> ParquetView:
         """A column ``name``: whole days from ``column`` (a date or timestamp) to ``today``."""
         epoch_days = (today - dt.date(1970, 1, 1)).days
-        days = col(_quoted(column)).cast(pa.date32()).cast(pa.int32())
+        days = col(quote_ident(column)).cast(pa.date32()).cast(pa.int32())
         frame = self._frame.with_column(name, (lit(epoch_days) - days).cast(pa.int32()))
         return self._with(frame, self.schema.append(pa.field(name, pa.int32())))
 
     def select(self, columns: Sequence[str]) -> ParquetView:
         """Only ``columns``, in that order."""
-        frame = self._frame.select(*[col(_quoted(name)) for name in columns])
+        frame = self._frame.select(*[col(quote_ident(name)) for name in columns])
         return self._with(frame, pa.schema([self.schema.field(name) for name in columns]))
 
     def count(self) -> int:
