@@ -123,6 +123,9 @@ class AgentSessionPublic(BaseModel):
     preview: dict[str, Any] | None = Field(description="{sha256, preview} of the latest preview")
     previewed: bool = Field(description="the current proposal has been run on the data")
     accepted: bool
+    accepted_sha256: str | None = Field(
+        description="the sha256 of the proposal last accepted (and saved), as in its proposal"
+    )
     saved: dict[str, Any] | None = Field(description="{recipe_id, version, sha256} once saved")
     seed: dict[str, Any] | None = Field(
         description="{recipe_id, version, name, sha256}: the saved recipe this session edits"
@@ -173,6 +176,7 @@ def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
         preview=state.preview,
         previewed=state.previewed,
         accepted=bool(state.accepted),
+        accepted_sha256=state.accepted,
         saved=state.saved,
         seed=state.seed,
         usage=state.usage,
