@@ -45,6 +45,7 @@ class Conversation {
     this.calls = new Map(); // tool call id → {line, call}
     this.session = null;
     this.busy = false;
+    this.followFrom = null; // where the followed turn's items begin in the log
     this.status = document.getElementById("turn-status");
     this.composer = document.getElementById("composer");
     this.message = document.getElementById("message");
@@ -101,8 +102,12 @@ class Conversation {
     for (; next < users.length; next += 1) this.userMessage(users[next]); // the running turn's
   }
 
+  userItem(text) {
+    return el("li", { class: "msg msg-user" }, el("p", { class: "who", text: "You" }), el("div", { class: "say", text }));
+  }
+
   userMessage(text) {
-    const item = el("li", { class: "msg msg-user" }, el("p", { class: "who", text: "You" }), el("div", { class: "say", text }));
+    const item = this.userItem(text);
     this.log.append(item);
     return item;
   }
@@ -115,7 +120,7 @@ class Conversation {
   turnBody() {
     if (!this.body) {
       this.body = el("div", { class: "msg-body" });
-      this.log.append(el("li", { class: `msg msg-${this.mode}` }, el("p", { class: "who", text: this.who() }), this.body));
+      this.log.append(el("li", { class: `msg msg-reply msg-${this.mode}` }, el("p", { class: "who", text: this.who() }), this.body));
       this.turns += 1;
     }
     return this.body;
@@ -183,7 +188,8 @@ class Conversation {
   setBusy(busy) {
     this.busy = busy;
     this.send.disabled = busy;
-    this.log.setAttribute("aria-busy", busy ? "true" : "false");
+    // the log (a live region) is read out once a turn is over, not word by word
+    document.getElementById("conversation-log")?.setAttribute("aria-busy", busy ? "true" : "false");
     this.status.textContent = busy
       ? this.mode === "assistant"
         ? "The assistant is answering…"
@@ -200,8 +206,20 @@ class Conversation {
     } catch {
       // the page keeps what it has; the next reload shows the rest
     }
+    this.addMissingUsers();
     this.setBusy(false);
     this.updateUsage();
+  }
+
+  // A turn followed from its start may have begun before its message was stored: the
+  // transcript has it now, so it goes before the turn's reply.
+  addMissingUsers() {
+    if (this.followFrom === null || !this.session) return;
+    const users = this.session.transcript.filter((t) => t.role === "user").map((t) => t.text);
+    const drawn = this.log.querySelectorAll(".msg-user").length;
+    const anchor = this.log.children[this.followFrom] ?? null;
+    for (const text of users.slice(drawn)) this.log.insertBefore(this.userItem(text), anchor);
+    this.followFrom = null;
   }
 
   async submit(text = null) {
@@ -266,6 +284,7 @@ class Conversation {
   // Follow a running turn from its stored events (EventSource resumes with Last-Event-ID).
   follow() {
     this.setBusy(true);
+    this.followFrom = this.log.children.length;
     const source = new EventSource(`${this.base}/events?after=${this.lastSeq}`);
     for (const kind of KINDS) {
       source.addEventListener(kind, (event) => {
