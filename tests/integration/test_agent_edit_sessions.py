@@ -98,6 +98,8 @@ def test_a_session_edits_a_saved_recipe_and_saves_its_next_version(builder: http
     answer = converse(http, session["id"], "what would you do?")
     ours = next(d for _, k, d in answer if k == "preview")["preview"]
     assert ours["counts"]["matched_rows"] == 360
+    again = converse(http, session["id"], "and now?")  # the builder's proposal stands
+    assert "cannot discuss changes" in "".join(d["text"] for _, k, d in again if k == "text_delta")
     accepted = http.post(f"/api/agent/sessions/{session['id']}/accept", json={})
     assert accepted.status_code == 201, accepted.text
     saved = accepted.json()

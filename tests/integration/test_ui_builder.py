@@ -181,7 +181,7 @@ def test_build_a_recipe_with_the_assistant_from_two_uploads_to_the_recipes_page(
     _expect(page.locator(".msg-reply .say").last).to_contain_text("360 pairs match")
     assert axe_serious(page) == []
     sql.locator("summary").click()
-    _show(page, card)
+    _show(page, page.locator(".msg-user").last)  # the message, the tools, the proposal
     keep_screenshot(page, "builder-session")
 
     page.get_by_role("button", name="Accept…").click()
@@ -329,7 +329,7 @@ def test_build_a_recipe_without_a_key_from_the_keyboard_then_reload_it(
     _expect(page.locator(".msg-reply .who")).to_have_text(["Kalla's builder"])
     _expect(card.locator(".big-number")).to_have_text("360 matched pairs")
     assert axe_serious(page) == []
-    _show(page, card)
+    _show(page, page.locator(".msg-user").last)
     keep_screenshot(page, "builder-no-key")
 
     # back from the composer to the SQL of the first pass, then on to Accept
