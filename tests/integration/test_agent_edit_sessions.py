@@ -210,13 +210,7 @@ def test_a_recipe_reading_postgres_is_edited_with_its_password_from_the_register
 ) -> None:
     password = "Edit-Session-Pg-Secret-5d"
     with postgres_database("kalla_edit") as database:
-        with psycopg.connect(pg_url(database, driver="postgresql"), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger (entry_id text, doc_ref text, amount numeric(12,2))")
-            with conn.cursor().copy(
-                "COPY ledger FROM STDIN WITH (FORMAT csv, HEADER true)"
-            ) as copy:
-                for line in _columns(FILES["ledger"], ["entry_id", "doc_ref", "amount"]):
-                    copy.write(line)
+        ledger_table(database)
         app = agent_app(tmp_path, server=None, KALLA_EDIT_PG_PASSWORD=password).start()
         try:
             http = client(app.url)
@@ -252,7 +246,16 @@ def test_a_recipe_reading_postgres_is_edited_with_its_password_from_the_register
             app.stop()
 
 
-def _columns(path: Path, names: list[str]) -> Iterator[str]:
+def ledger_table(database: str) -> None:
+    """The fixture's ledger (id, reference, amount) as a PostgreSQL table ``ledger``."""
+    with psycopg.connect(pg_url(database, driver="postgresql"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (entry_id text, doc_ref text, amount numeric(12,2))")
+        with conn.cursor().copy("COPY ledger FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            for line in csv_lines(FILES["ledger"], ["entry_id", "doc_ref", "amount"]):
+                copy.write(line)
+
+
+def csv_lines(path: Path, names: list[str]) -> Iterator[str]:
     """The CSV file with only ``names``, as CSV lines."""
     import csv
 

@@ -28,9 +28,9 @@ from messages_server import (
     say,
 )
 from test_agent_conversation import GOOD_SQL, recipe
-from test_agent_edit_sessions import saved_recipe
+from test_agent_edit_sessions import ledger_table, saved_recipe
 from test_agent_sessions import FILES, agent_app, converse
-from test_app_harness import Process, client
+from test_app_harness import Process, client, pg_url, postgres_database
 from ui_browser import axe_serious, keep_screenshot
 
 from kalla.agent.builder import alias_for
@@ -362,6 +362,59 @@ def test_build_a_recipe_without_a_key_from_the_keyboard_then_reload_it(
     _expect(page.locator("#recipe")).to_have_value(recipe_id)
     page.get_by_role("link", name="Recipes", exact=True).click()
     _expect(page.get_by_role("link", name="ledger to bank (March)", exact=True)).to_be_visible()
+
+
+@pytest.mark.postgres
+def test_a_registered_source_is_picked_beside_a_dropped_file(builder: App, page: Any) -> None:
+    with postgres_database("kalla_ui_builder") as database:
+        ledger_table(database)
+        registered = builder.http.post(
+            "/api/sources",
+            json={"name": "erp_ledger", "uri": pg_url(database) + "?table=ledger"},
+        )
+        assert registered.status_code == 201, registered.text
+        page.goto(f"{builder.url}/builder")
+        page.get_by_label("erp_ledger").check()
+        _drop(page, "#dropzone", FILES["bank"])
+        page.get_by_role("button", name="Start the session").click()
+        page.wait_for_url(SESSION_URL)
+        _expect(page.get_by_role("heading", level=1)).to_have_text("bank.csv ↔ erp_ledger")
+        sources = page.locator(".source-list li")
+        _expect(sources).to_have_text(
+            ["bank bank.csv · uploaded file", "erp_ledger erp_ledger · registered postgres source"]
+        )
+        page.get_by_label("Your message").fill("match them")
+        page.get_by_role("button", name="Send").click()
+        card = _answered(page)
+        _expect(card.locator(".big-number")).to_have_text("360 matched pairs")
+        _expect(card.locator("table.preview-counts thead")).to_contain_text("erp_ledger")
+
+
+def test_signed_in_with_a_token_the_page_builds_and_saves(tmp_path: Path, page: Any) -> None:
+    """With KALLA_API_TOKEN the page's calls carry the session cookie and the CSRF header."""
+    token = "ui-builder-token-7e21"
+    process = agent_app(tmp_path, server=None, KALLA_API_TOKEN=token).start()
+    try:
+        page.goto(f"{process.url}/builder")
+        page.wait_for_url(re.compile(r"/login\?next=/builder$"))
+        page.get_by_label("API token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{process.url}/builder")
+        page.get_by_label("Add files").set_input_files([FILES["ledger"], FILES["bank"]])
+        page.get_by_role("button", name="Start the session").click()
+        page.wait_for_url(SESSION_URL)
+        page.get_by_label("Your message").fill("go")
+        page.get_by_role("button", name="Send").click()
+        card = _answered(page)
+        card.get_by_role("button", name="Accept…").click()
+        page.get_by_role("button", name="Save the recipe").click()
+        _expect(card.locator(".saved-notice")).to_contain_text("version 1")
+        page.reload()  # the replay reads the API with the cookie too
+        _expect(page.locator(".proposal .saved-notice")).to_contain_text("version 1")
+        recipes = client(process.url, token=token).get("/api/recipes").json()
+        assert [r["recipe_id"] for r in recipes["items"]] == ["ledger-to-bank"]
+    finally:
+        process.stop()
 
 
 def test_edit_in_builder_starts_from_the_recipe_and_saves_its_next_version(

@@ -190,6 +190,16 @@ function keyText(key) {
   return Object.values(key ?? {}).map((v) => (v === null ? "∅" : String(v))).join(" + ");
 }
 
+// A few of the record's other values, so that the example can be recognised.
+function rowText(item) {
+  const keys = new Set(Object.keys(item.key ?? {}));
+  return Object.entries(item.row ?? {})
+    .filter(([column]) => !keys.has(column))
+    .slice(0, 4)
+    .map(([column, value]) => `${column} ${value === null ? "∅" : String(value)}`)
+    .join(" · ");
+}
+
 function examples(items, alias, other) {
   if (!items?.length) return el("p", { class: "muted small", text: `Every ${alias} record matched.` });
   return el(
@@ -211,7 +221,7 @@ function examples(items, alias, other) {
           el(
             "tr",
             {},
-            el("td", {}, el("code", { text: keyText(item.key) })),
+            el("td", {}, el("code", { text: keyText(item.key) }), item.row ? el("span", { class: "record small muted", text: rowText(item) }) : null),
             el("td", { text: item.reason }),
             el("td", {}, item.nearest ? el("code", { text: keyText(item.nearest) }) : el("span", { class: "muted", text: "none" })),
           ),

@@ -8,6 +8,7 @@ import { csrfHeaders, el, errorMessage, getJSON } from "./api.js";
 import { previewSection, proposalCard, toolDone, toolLine } from "./builder-cards.js";
 import { readEvents } from "./sse.js";
 
+const STOPPED = { Assistant: "The assistant", "Kalla's builder": "The builder" };
 const KINDS = ["text_delta", "tool_call", "tool_result", "proposal", "preview", "error", "done"];
 
 // The stored events as turns: a turn ends with 'done' or, when the app stopped during it,
@@ -97,9 +98,15 @@ class Conversation {
       }
       for (const event of turn) this.handle(event.seq, event.kind, event.data);
       this.body = null;
-      this.text = null;
+      this.closeText();
     });
     for (; next < users.length; next += 1) this.userMessage(users[next]); // the running turn's
+  }
+
+  // A text block ends when something else comes: its trailing blank lines go.
+  closeText() {
+    if (this.text) this.text.textContent = this.text.textContent.replace(/\s+$/, "");
+    this.text = null;
   }
 
   userItem(text) {
@@ -120,7 +127,8 @@ class Conversation {
   turnBody() {
     if (!this.body) {
       this.body = el("div", { class: "msg-body" });
-      this.log.append(el("li", { class: `msg msg-reply msg-${this.mode}` }, el("p", { class: "who", text: this.who() }), this.body));
+      this.speaker = this.who();
+      this.log.append(el("li", { class: `msg msg-reply msg-${this.mode}` }, el("p", { class: "who", text: this.speaker }), this.body));
       this.turns += 1;
     }
     return this.body;
@@ -131,7 +139,7 @@ class Conversation {
     if (seq) this.lastSeq = seq;
     if (kind === "done") {
       this.body = null;
-      this.text = null;
+      this.closeText();
       return;
     }
     const stick = this.busy && nearBottom();
@@ -146,7 +154,7 @@ class Conversation {
       const line = toolLine(data);
       this.calls.set(data.id, { line, call: data });
       body.append(line);
-      this.text = null;
+      this.closeText();
     } else if (kind === "tool_result") {
       const known = this.calls.get(data.id);
       if (known) {
@@ -156,10 +164,10 @@ class Conversation {
         body.append(line);
         toolDone(line, null, data);
       }
-      this.text = null;
+      this.closeText();
     } else if (kind === "proposal") {
       body.append(proposalCard(data));
-      this.text = null;
+      this.closeText();
       this.refreshActions();
     } else if (kind === "preview") {
       const cards = [...this.log.querySelectorAll(".proposal")].filter((card) => card.dataset.sha === data.sha256);
@@ -174,11 +182,11 @@ class Conversation {
         el(
           "div",
           { class: "error", role: "alert" },
-          el("p", { text: `${this.mode === "assistant" ? "The assistant" : "The builder"} stopped: ${data.message}` }),
+          el("p", { text: `${STOPPED[this.speaker] ?? "Kalla"} stopped: ${data.message}` }),
           data.retryable ? el("p", { class: "small", text: "Nothing is lost: send your message again when you are ready." }) : null,
         ),
       );
-      this.text = null;
+      this.closeText();
     }
     if (stick) window.scrollTo(0, document.scrollingElement.scrollHeight);
   }
@@ -200,7 +208,7 @@ class Conversation {
 
   async finish() {
     this.body = null;
-    this.text = null;
+    this.closeText();
     try {
       this.session = await getJSON(this.base);
     } catch {
