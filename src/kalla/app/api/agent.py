@@ -34,7 +34,7 @@ from kalla.agent.tools import is_error
 from kalla.app.agent_sessions import AgentSessions
 from kalla.app.api.recipes import find_version, public
 from kalla.app.api.runs import check_sources
-from kalla.app.deps import SessionDep, StateDep, require_token
+from kalla.app.deps import AppState, SessionDep, StateDep, require_token
 from kalla.app.errors import BadRequestError
 from kalla.app.jobs import resolve_uri
 from kalla.app.openapi import json_body
@@ -193,7 +193,8 @@ def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
     openapi_extra=json_body(AgentSessionCreate, {"multipart/form-data": MULTIPART_SCHEMA}),
 )
 async def create_session(request: Request, state: StateDep) -> AgentSessionPublic:
-    """A session over uploads and/or registered sources; each upload is checked readable."""
+    """A session over uploads and/or registered sources, each upload checked readable; or,
+    with ``recipe_id``, one that edits that saved recipe (its uploads checked as a run's)."""
     service = service_for(state)
     session_id = service.new_id()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -250,7 +251,7 @@ async def create_session(request: Request, state: StateDep) -> AgentSessionPubli
 
 
 def _create_seeded(
-    state: StateDep,
+    state: AppState,
     service: AgentSessions,
     session_id: str,
     body: AgentSessionCreate,

@@ -498,4 +498,9 @@ class Conversation {
 }
 
 const log = document.getElementById("conversation");
-if (log) new Conversation(log).start();
+if (log) {
+  // a file dropped here by mistake would replace the conversation with the file
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  new Conversation(log).start();
+}
