@@ -7,7 +7,8 @@
   keys, amounts, sign conventions, tolerance, date window, counterparty, one-to-one.
 - ``preview``: a recipe run through ``kalla.pipeline.run`` on the sources, explained.
 - ``session`` and ``conversation``: a turn answered by the ``anthropic`` SDK, or by the
-  builder without a key, as typed ``events``.
+  builder without a key, as typed ``events``; a session that edits a saved recipe starts
+  with that recipe run on its sources (``seed_turn``).
 - ``files``: ``kalla suggest LEFT RIGHT``.
 
 See docs/agent.md.

@@ -5,6 +5,8 @@
 (``conversation``); without it Kalla's deterministic builder does, and says so. Either way
 the session keeps the latest valid proposal and its preview; ``accept`` marks the previewed
 proposal as the one the user accepted, which is the only recipe ``save_recipe`` will save.
+A session that edits a saved recipe starts with ``seed_turn``: that recipe, run on the
+session's sources, is its first proposal.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class SessionState:
     preview: dict[str, Any] | None = None  # {"sha256", "preview"} of the latest preview
     accepted: str | None = None  # sha256 of the proposal the user accepted
     saved: dict[str, Any] | None = None  # {"recipe_id", "version", "sha256"}
+    # the saved recipe this session edits: {"recipe_id", "version", "name", "sha256"}
+    seed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +81,13 @@ class SessionState:
     def note(self, role: str, text: str) -> None:
         if text:
             self.transcript.append({"role": role, "text": text})
+
+    @property
+    def on_seed(self) -> bool:
+        """Whether the current proposal is the saved recipe the session started from."""
+        return bool(
+            self.seed and self.proposal and self.proposal["sha256"] == self.seed.get("sha256")
+        )
 
 
 def record_tool(state: SessionState, name: str, result: dict[str, Any]) -> list[Event]:
@@ -168,6 +179,20 @@ def _rate(value: Any) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _outcome(recipe: dict[str, Any], p: dict[str, Any]) -> str:
+    """A preview in one sentence: records matched per side, by count and by amount."""
+    counts, rates = p["counts"], p["match_rate"]
+    la, ra = recipe["sources"]["left"]["alias"], recipe["sources"]["right"]["alias"]
+    where = "all the data" if p["scope"]["whole"] else "a key-consistent sample"
+    return (
+        f"Run on {where}: {counts['matched_left']:,} of {counts['left_rows']:,} {la} "
+        f"records matched ({_rate(rates['left_by_count'])} by count, "
+        f"{_rate(rates['left_by_amount'])} by amount) and {counts['matched_right']:,} of "
+        f"{counts['right_rows']:,} {ra} records ({_rate(rates['right_by_count'])}, "
+        f"{_rate(rates['right_by_amount'])})."
+    )
+
+
 def builder_turn(
     state: SessionState, text: str, context: ToolContext, tools: ToolRunner
 ) -> Iterator[Event]:
@@ -179,7 +204,7 @@ def builder_turn(
         said.append(words)
         return TextDelta(text=words)
 
-    if state.previewed:
+    if state.previewed and not state.on_seed:
         yield say(
             "This session has no assistant (ANTHROPIC_API_KEY is not set), so it cannot "
             "discuss changes: the builder's proposal above stands. Accept it to save it, or "
@@ -228,21 +253,92 @@ def builder_turn(
     if is_error(shown):
         yield ErrorEvent(message=f"the preview failed: {shown['error']}")
     else:
-        p = shown["preview"]
-        counts, rates = p["counts"], p["match_rate"]
         recipe = proposal["recipe"]
-        la, ra = recipe["sources"]["left"]["alias"], recipe["sources"]["right"]["alias"]
-        where = "all the data" if p["scope"]["whole"] else "a key-consistent sample"
         yield say(
-            f"Run on {where}: {counts['matched_left']:,} of {counts['left_rows']:,} {la} "
-            f"records matched ({_rate(rates['left_by_count'])} by count, "
-            f"{_rate(rates['left_by_amount'])} by amount) and {counts['matched_right']:,} of "
-            f"{counts['right_rows']:,} {ra} records ({_rate(rates['right_by_count'])}, "
-            f"{_rate(rates['right_by_amount'])}). Accept the proposal to save it as recipe "
+            f"{_outcome(recipe, shown['preview'])} Accept the proposal to save it as recipe "
             f"'{recipe['recipe_id']}'.\n"
         )
     state.note("assistant", "".join(said))
     yield Done(stop_reason="end_turn", mode=BUILDER, usage=state.usage, turns=state.turns)
+
+
+# --- editing a saved recipe ------------------------------------------------------------------
+
+
+def _seed_words(state: SessionState, name: str, recipe_id: str) -> str:
+    if state.mode == ASSISTANT:
+        return (
+            "Say what should change, and the assistant proposes a new version and runs it on "
+            "the data; or accept this one as it is.\n"
+        )
+    return (
+        "ANTHROPIC_API_KEY is not set, so no assistant can change it by conversation. Send a "
+        "message and Kalla's deterministic builder proposes its own rule from the data, to "
+        f"compare with this one; accepting saves the latest proposal as the next version of "
+        f"'{recipe_id}'.\n"
+    )
+
+
+def _seed_context(name: str, recipe: dict[str, Any], result: dict[str, Any]) -> str:
+    """What the assistant is told of the recipe being edited (rows left out: they are data)."""
+    answer: dict[str, Any] = {k: v for k, v in result.items() if k not in ("recipe", "sql")}
+    preview = answer.get("preview")
+    if isinstance(preview, dict):
+        examples = preview.get("unmatched_examples") or {}
+        answer["preview"] = {
+            **preview,
+            "unmatched_examples": {
+                side: [{k: v for k, v in e.items() if k != "row"} for e in items]
+                for side, items in examples.items()
+            },
+        }
+    return (
+        f"[Kalla, not the user] This session edits the saved recipe {name}. Keep its "
+        "recipe_id and name, so that saving it makes its next version. The recipe as saved:\n"
+        f"{json.dumps(recipe, default=str)}\n\nIt was run with preview_recipe on this "
+        f"session's sources, which answered:\n{json.dumps(answer, default=str)}"
+    )
+
+
+def seed_turn(
+    state: SessionState, recipe: dict[str, Any], context: ToolContext, tools: ToolRunner
+) -> Iterator[Event]:
+    """The first turn of a session that edits a saved recipe (``state.seed``): the recipe,
+    run on the session's sources, becomes the proposal the conversation starts from. The
+    assistant is told of it in the first message of its history, which the user's first
+    message joins."""
+    seed = dict(state.seed or {})
+    recipe_id = str(seed.get("recipe_id") or recipe.get("recipe_id"))
+    name = f"'{recipe_id}' version {seed.get('version')}"
+    state.note("user", f"Edit recipe {name}.")
+    said: list[str] = []
+    result: dict[str, Any] = {}
+    for item in _call(state, tools, context, 0, "preview_recipe", {"recipe": recipe}):
+        if isinstance(item, dict):
+            result = item
+        else:
+            yield item
+    stop = "end_turn"
+    if is_error(result):
+        problems = "; ".join(str(p) for p in result.get("problems", [])[:5])
+        yield ErrorEvent(
+            message=f"recipe {name} does not run on these sources: {result['error']}"
+            + (f": {problems}" if problems else "")
+        )
+        stop = "error"
+    else:
+        state.seed = {**seed, "sha256": result["sha256"]}
+        words = (
+            f"This is recipe {name} as saved. {_outcome(result['recipe'], result['preview'])}"
+            f"\n\n{_seed_words(state, name, recipe_id)}"
+        )
+        said.append(words)
+        yield TextDelta(text=words)
+    if state.mode == ASSISTANT:
+        text = _seed_context(name, recipe, result)
+        state.messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
+    state.note("assistant", "".join(said))
+    yield Done(stop_reason=stop, mode=state.mode, usage=state.usage, turns=state.turns)
 
 
 def run_turn(

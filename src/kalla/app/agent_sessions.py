@@ -7,6 +7,10 @@ numbered) and handed to the SSE response that asked for it, and the session's st
 stored after each step, so a client that goes away loses nothing and an app that restarts
 resumes the session from its last step. The tools run in child processes
 (``kalla.agent.runner.ChildProcessTools``).
+
+A session may edit a saved recipe (its *seed*): its file sources are uploads under the
+recipe's aliases, its persistent sources are the recipe's own (``origin: recipe``, the URI
+as a run would read it), and its first turn (``start_seed``) runs the recipe on them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,7 @@ from sqlalchemy.orm import Session
 from kalla.agent.context import SessionSource, ToolContext
 from kalla.agent.events import Done, ErrorEvent, Event, parse_event, sse
 from kalla.agent.runner import ChildProcessTools, ToolRunner
-from kalla.agent.session import ASSISTANT, BUILDER, SessionState, run_turn
+from kalla.agent.session import ASSISTANT, BUILDER, SessionState, run_turn, seed_turn
 from kalla.app.api.recipes import parse_body
 from kalla.app.storage import Database, RecipeRepository, SourceRepository
 from kalla.app.storage.models import AgentEventRow, AgentSessionRow, utcnow
@@ -40,6 +44,7 @@ from kalla.settings import Settings
 log = logging.getLogger("kalla.app.agent")
 IDLE, RUNNING = "idle", "running"
 _END = object()
+TurnFn = Callable[[SessionState, ToolContext], Iterator[Event]]
 
 
 @dataclass
@@ -47,6 +52,7 @@ class _Turn:
     """The events of a running turn, for the SSE response that started it."""
 
     events: queue.Queue[Any]
+    listened: bool = True  # False: nobody reads the queue (a seed turn, watched by ``follow``)
 
 
 class AgentSessions:
@@ -77,12 +83,17 @@ class AgentSessions:
         title: str,
         uploads: dict[str, tuple[Path, str]],
         registered: list[str],
+        recipe_sources: list[dict[str, Any]] | None = None,
+        seed: dict[str, Any] | None = None,
     ) -> AgentSessionRow:
-        """A new session over ``uploads`` (alias → (path, file name)) and registered sources."""
+        """A new session over ``uploads`` (alias → (path, file name)) and registered sources;
+        with ``seed`` (``{recipe_id, version, name}``), one that edits that saved recipe, whose
+        persistent sources are ``recipe_sources`` (``{alias, uri, type, name}``)."""
         sources: list[dict[str, Any]] = [
             {"alias": alias, "uri": str(path), "type": "file", "name": name, "origin": "upload"}
             for alias, (path, name) in uploads.items()
         ]
+        sources += [{**s, "origin": "recipe"} for s in recipe_sources or []]
         with self.db.session() as session:
             repo = SourceRepository(session)
             known = [row.name for row in repo.all()]
@@ -116,7 +127,7 @@ class AgentSessions:
                 mode=self.mode,
                 status=IDLE,
                 sources={"items": sources},
-                state=SessionState(mode=self.mode).to_dict(),
+                state=SessionState(mode=self.mode, seed=seed).to_dict(),
                 work_dir=str(self.root / session_id),
             )
             session.add(created)
@@ -221,6 +232,29 @@ class AgentSessions:
 
     def start_turn(self, session_id: str, text: str) -> Iterator[str]:
         """Start a turn; the SSE text of its events as they come."""
+
+        def turn(state: SessionState, context: ToolContext) -> Iterator[Event]:
+            return run_turn(
+                state,
+                text,
+                context=context,
+                tools=self.tools,
+                settings=self.settings,
+                save=lambda recipe: self.save_recipe(recipe),
+            )
+
+        return self._start(session_id, turn)
+
+    def start_seed(self, session_id: str, recipe: dict[str, Any]) -> None:
+        """Start the first turn of a session that edits ``recipe``: it is run on the session's
+        sources and becomes its proposal (watch it with ``follow``)."""
+
+        def turn(state: SessionState, context: ToolContext) -> Iterator[Event]:
+            return seed_turn(state, recipe, context, self.tools)
+
+        self._start(session_id, turn, listened=False)
+
+    def _start(self, session_id: str, turn_fn: TurnFn, *, listened: bool = True) -> Iterator[str]:
         with self._lock:
             if session_id in self._live:
                 raise ConflictError(
@@ -232,10 +266,10 @@ class AgentSessions:
                 row.status = RUNNING
                 row.updated_at = utcnow()
             self._live.add(session_id)
-        turn = _Turn(queue.Queue())
+        turn = _Turn(queue.Queue(), listened)
         thread = threading.Thread(
             target=self._run,
-            args=(session_id, text, turn),
+            args=(session_id, turn_fn, turn),
             name=f"kalla-agent-{session_id[:8]}",
             daemon=True,
         )
@@ -250,21 +284,13 @@ class AgentSessions:
                 return
             yield item
 
-    def _run(self, session_id: str, text: str, turn: _Turn) -> None:
+    def _run(self, session_id: str, turn_fn: TurnFn, turn: _Turn) -> None:
         try:
             with self.db.session() as session:
                 row = self.get(session, session_id)
                 state = SessionState.from_dict(row.state)
                 context = self.context(session, row)
-            events = run_turn(
-                state,
-                text,
-                context=context,
-                tools=self.tools,
-                settings=self.settings,
-                save=lambda recipe: self.save_recipe(recipe),
-            )
-            for event in events:
+            for event in turn_fn(state, context):
                 self._record(session_id, state, event, turn)
         except Exception as exc:  # the last resort: a turn never takes the app down
             log.error("builder turn of session %s failed: %s", session_id, type(exc).__name__)
@@ -304,7 +330,8 @@ class AgentSessions:
             if persist or event.kind != "text_delta":
                 row.state = state.to_dict()
             seq = self._add_event(session, row, event)
-        turn.events.put(sse(event, seq))
+        if turn.listened:
+            turn.events.put(sse(event, seq))
 
     @staticmethod
     def _add_event(session: Session, row: AgentSessionRow, event: Event) -> int:
@@ -331,10 +358,11 @@ class AgentSessions:
             state = SessionState.from_dict(row.state)
             proposal = state.accept()
             recipe = dict(proposal["recipe"])
-            if recipe_id:
-                recipe["recipe_id"] = recipe_id
-            if name:
-                recipe["name"] = name
+            seed = state.seed or {}  # editing a saved recipe: its next version by default
+            if recipe_id or seed.get("recipe_id"):
+                recipe["recipe_id"] = recipe_id or seed["recipe_id"]
+            if name or seed.get("name"):
+                recipe["name"] = name or seed["name"]
             saved, created = self._save(session, recipe)
             state.saved = saved
             row.state = state.to_dict()

@@ -1,7 +1,9 @@
 """``/api/agent``: recipe-builder sessions (docs/agent.md).
 
 - ``POST /api/agent/sessions``: a session over uploaded files (multipart, one file per field,
-  the field name is the source's alias) and/or registered sources (``sources``, by name).
+  the field name is the source's alias) and/or registered sources (``sources``, by name);
+  with ``recipe_id`` (and ``version``), one that edits that saved recipe: a file per file
+  source of the recipe, and its first turn runs the recipe on them (``status: running``).
 - ``POST /api/agent/sessions/{id}/messages``: answers ``{"content"}`` with a Server-Sent
   Events stream of typed events (``text_delta``, ``tool_call``, ``tool_result``,
   ``proposal``, ``preview``, ``error``, ``done``; see ``kalla.agent.events``).
@@ -31,14 +33,18 @@ from kalla.agent.session import SessionState
 from kalla.agent.tools import is_error
 from kalla.app.agent_sessions import AgentSessions
 from kalla.app.api.recipes import find_version, public
-from kalla.app.deps import SessionDep, StateDep, require_token
+from kalla.app.api.runs import check_sources
+from kalla.app.deps import AppState, SessionDep, StateDep, require_token
 from kalla.app.errors import BadRequestError
+from kalla.app.jobs import resolve_uri
 from kalla.app.openapi import json_body
 from kalla.app.schemas import MAX_INT, Page, RecipePublic, Text
-from kalla.app.storage import RecipeRepository
+from kalla.app.storage import RecipeRepository, SourceRepository
 from kalla.app.storage.models import AgentSessionRow
 from kalla.app.uploads import RunForm, receive_form
+from kalla.connectors import redact_uri
 from kalla.errors import SourceError
+from kalla.recipe import Recipe
 from kalla.recipe.parse import describe_validation_error
 
 router = APIRouter(prefix="/api/agent", tags=["agent"], dependencies=[Depends(require_token)])
@@ -54,6 +60,8 @@ MULTIPART_SCHEMA = {
     "properties": {
         "title": {"type": "string"},
         "sources": {"type": "string", "description": "registered source names, comma-separated"},
+        "recipe_id": {"type": "string", "description": "a saved recipe to edit"},
+        "version": {"type": "integer", "description": "its version (default: the latest)"},
     },
     "additionalProperties": {
         "type": "string",
@@ -70,6 +78,14 @@ class AgentSessionCreate(BaseModel):
         default_factory=list, max_length=8, description="registered source names"
     )
     title: Text = Field(default="", max_length=200)
+    recipe_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a saved recipe to edit: the session reads its sources (uploads for its "
+        "file sources) and starts from it",
+    )
+    version: int | None = Field(default=None, ge=1, le=MAX_INT, description="default: latest")
 
 
 class AgentMessage(BaseModel):
@@ -89,7 +105,9 @@ class AgentSourcePublic(BaseModel):
     alias: str
     name: str
     type: str
-    origin: str = Field(description="upload | registered")
+    origin: str = Field(
+        description="upload | registered | recipe (a persistent source of the recipe being edited)"
+    )
 
 
 class AgentSessionPublic(BaseModel):
@@ -105,7 +123,13 @@ class AgentSessionPublic(BaseModel):
     preview: dict[str, Any] | None = Field(description="{sha256, preview} of the latest preview")
     previewed: bool = Field(description="the current proposal has been run on the data")
     accepted: bool
+    accepted_sha256: str | None = Field(
+        description="the sha256 of the proposal last accepted (and saved), as in its proposal"
+    )
     saved: dict[str, Any] | None = Field(description="{recipe_id, version, sha256} once saved")
+    seed: dict[str, Any] | None = Field(
+        description="{recipe_id, version, name, sha256}: the saved recipe this session edits"
+    )
     usage: dict[str, int]
     turns: int
     events: int
@@ -123,7 +147,7 @@ class AgentEventPublic(BaseModel):
 _CREATE = threading.Lock()
 
 
-def _service(state: StateDep) -> AgentSessions:
+def service_for(state: StateDep) -> AgentSessions:
     """The app's one session service, created on first use (its tool processes too)."""
     with _CREATE:
         found: AgentSessions | None = getattr(state, "agent", None)
@@ -133,7 +157,7 @@ def _service(state: StateDep) -> AgentSessions:
     return found
 
 
-ServiceDep = Annotated[AgentSessions, Depends(_service)]
+ServiceDep = Annotated[AgentSessions, Depends(service_for)]
 
 
 def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
@@ -152,7 +176,9 @@ def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
         preview=state.preview,
         previewed=state.previewed,
         accepted=bool(state.accepted),
+        accepted_sha256=state.accepted,
         saved=state.saved,
+        seed=state.seed,
         usage=state.usage,
         turns=state.turns,
         events=events,
@@ -167,8 +193,9 @@ def _public(row: AgentSessionRow, events: int) -> AgentSessionPublic:
     openapi_extra=json_body(AgentSessionCreate, {"multipart/form-data": MULTIPART_SCHEMA}),
 )
 async def create_session(request: Request, state: StateDep) -> AgentSessionPublic:
-    """A session over uploads and/or registered sources; each upload is checked readable."""
-    service = _service(state)
+    """A session over uploads and/or registered sources, each upload checked readable; or,
+    with ``recipe_id``, one that edits that saved recipe (its uploads checked as a run's)."""
+    service = service_for(state)
     session_id = service.new_id()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     form = RunForm()
@@ -176,14 +203,27 @@ async def create_session(request: Request, state: StateDep) -> AgentSessionPubli
         form = await receive_form(
             request, service.upload_dir(session_id), max_file_bytes=state.settings.max_upload_size
         )
-        extra = sorted(set(form.fields) - {"title", "sources"})
+        extra = sorted(set(form.fields) - {"title", "sources", "recipe_id", "version"})
         if extra:
             service.delete_files(session_id)
             raise BadRequestError(f"unknown form field(s): {', '.join(f[:40] for f in extra)}")
-        body = AgentSessionCreate(
-            title=form.fields.get("title", "")[:200],
-            sources=[s.strip() for s in form.fields.get("sources", "").split(",") if s.strip()],
-        )
+        try:
+            body = AgentSessionCreate.model_validate(
+                {
+                    "title": form.fields.get("title", "")[:200],
+                    "sources": [
+                        s.strip() for s in form.fields.get("sources", "").split(",") if s.strip()
+                    ],
+                    "recipe_id": form.fields.get("recipe_id") or None,
+                    "version": form.fields.get("version") or None,
+                }
+            )
+        except ValidationError as exc:
+            service.delete_files(session_id)
+            problems = describe_validation_error(exc)
+            raise BadRequestError(
+                f"invalid session request ({len(problems)} problem(s))", problems=problems
+            ) from None
     elif media in ("application/json", ""):
         try:
             body = AgentSessionCreate.model_validate_json(await request.body() or b"{}")
@@ -198,6 +238,8 @@ async def create_session(request: Request, state: StateDep) -> AgentSessionPubli
         )
     uploads = {alias: (saved.path, saved.filename) for alias, saved in form.files.items()}
     try:
+        if body.recipe_id is not None:
+            return await run_in_threadpool(_create_seeded, state, service, session_id, body, form)
         await run_in_threadpool(_check_uploads, service, session_id, uploads)
         row = await run_in_threadpool(
             service.create, session_id, title=body.title, uploads=uploads, registered=body.sources
@@ -206,6 +248,69 @@ async def create_session(request: Request, state: StateDep) -> AgentSessionPubli
         service.delete_files(session_id)
         raise
     return _public(row, 0)
+
+
+def _create_seeded(
+    state: AppState,
+    service: AgentSessions,
+    session_id: str,
+    body: AgentSessionCreate,
+    form: RunForm,
+) -> AgentSessionPublic:
+    """A session that edits a saved recipe: its uploads checked as a run's are, its
+    persistent sources read as a run would read them, and the recipe run on them."""
+    if body.sources:
+        raise BadRequestError(
+            "a session that edits a recipe reads that recipe's sources: leave 'sources' out "
+            "and upload a file for each of its file sources"
+        )
+    with state.db.session() as session:
+        row = find_version(session, body.recipe_id or "", body.version)
+        recipe = Recipe.model_validate(row.body)
+        registered = SourceRepository(session).all()
+        check_sources(recipe, form, registered, state.settings)
+        persistent = [
+            {
+                "alias": s.alias,
+                "uri": resolve_uri(s.uri or "", s.alias, registered),
+                "type": s.type,
+                "name": redact_uri(s.uri or ""),
+            }
+            for s in (recipe.sources.left, recipe.sources.right)
+            if not s.is_file
+        ]
+        seed = {"recipe_id": row.recipe_id, "version": row.version, "name": row.name}
+        start = _without_locations(row.body)
+    uploads = {alias: (saved.path, saved.filename) for alias, saved in form.files.items()}
+    service.create(
+        session_id,
+        title=body.title or f"Edit {row.name}",
+        uploads=uploads,
+        registered=[],
+        recipe_sources=persistent,
+        seed=seed,
+    )
+    service.start_seed(session_id, start)
+    with state.db.session() as session:
+        created = service.get(session, session_id)
+        return _public(created, service.event_count(session, session_id))
+
+
+def _without_locations(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without its sources' ``type``, ``uri`` and ``schema``: in a session, where
+    the data comes from is the session's business (``kalla.agent.tools.check_recipe``)."""
+    sources = recipe.get("sources") or {}
+    return {
+        **recipe,
+        "sources": {
+            side: {
+                k: v
+                for k, v in dict(sources.get(side) or {}).items()
+                if k not in ("type", "uri", "schema")
+            }
+            for side in ("left", "right")
+        },
+    }
 
 
 def _check_uploads(service: AgentSessions, session_id: str, uploads: dict[str, Any]) -> None:

@@ -187,7 +187,7 @@ def _create(state: StateDep, run_id: str, fields: dict[str, Any], form: RunForm)
         row = find_version(session, recipe_id, version)
         recipe = Recipe.model_validate(row.body)
         registered = SourceRepository(session).all()
-        _check_sources(recipe, form, registered, state.settings)
+        check_sources(recipe, form, registered, state.settings)
         run = RunRow(
             id=run_id,
             recipe_version_id=row.id,
@@ -218,7 +218,10 @@ def _create(state: StateDep, run_id: str, fields: dict[str, Any], form: RunForm)
     return run
 
 
-def _check_sources(recipe: Recipe, form: RunForm, registered: Any, settings: Settings) -> None:
+def check_sources(recipe: Recipe, form: RunForm, registered: Any, settings: Settings) -> None:
+    """The uploads fit the recipe (one per file source, with its columns; the files are read
+    in a child process) and its persistent sources can be read (masked secrets resolved).
+    Also used by builder sessions that edit a recipe."""
     wanted = {s.alias: s for s in file_sources(recipe)}
     problems: list[str] = []
     for alias in form.files:

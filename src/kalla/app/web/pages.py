@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from kalla.app.api import agent as agent_api
 from kalla.app.api import recipes as recipes_api
 from kalla.app.api import runs as runs_api
 from kalla.app.api import sources as sources_api
@@ -448,13 +449,73 @@ def _diff_row(line: str) -> tuple[str, str]:
     return "same", line[1:]
 
 
+# --- builder --------------------------------------------------------------------------------
+
+
+def _builder_context(state: AppState) -> dict[str, Any]:
+    settings = state.settings
+    return {
+        "nav": "builder",
+        "model": settings.agent_model,
+        "share_rows": settings.agent_share_rows,
+        "max_upload": settings.max_upload_size,
+    }
+
+
 @router.get("/builder")
-def builder_page(request: Request, state: StateDep, recipe: str | None = None) -> Response:
+def builder_page(
+    request: Request,
+    state: StateDep,
+    db: SessionDep,
+    recipe: str | None = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """Start a builder session: files dropped or chosen, registered sources picked; with
+    ``?recipe=`` (a recipe page's "Edit in builder"), a session that edits that recipe."""
     session = page_session(request, state.settings)
+    service = agent_api.service_for(state)
+    chosen = None
+    error = None
+    if recipe:
+        try:
+            chosen = recipes_api.get_recipe(recipe, db, version)
+        except NotFoundError as exc:
+            error = exc.message
     return render(
         request,
         "builder.html",
-        {"title": "Builder", "nav": "builder", "recipe": recipe, "api": None},
+        {
+            **_builder_context(state),
+            "title": f"Edit {chosen.name} in the builder" if chosen else "Builder",
+            "api": "/api/agent/sessions",
+            "mode": service.mode,
+            "chosen": chosen,
+            "error": error,
+            "sources": sources_api.list_sources(db, limit=500, offset=0),
+            "sessions": agent_api.list_sessions(db, service, limit=20, offset=0),
+        },
+        session=session,
+        settings=state.settings,
+    )
+
+
+@router.get("/builder/{session_id}")
+def builder_session_page(
+    request: Request, state: StateDep, db: SessionDep, session_id: UUID
+) -> Response:
+    """One session: its conversation (replayed from its events, then live), proposals with
+    their previews, Accept and Save. The conversation is drawn by ``static/js/builder.js``."""
+    session = page_session(request, state.settings)
+    found = agent_api.get_session(session_id, db, agent_api.service_for(state))
+    return render(
+        request,
+        "builder_session.html",
+        {
+            **_builder_context(state),
+            "title": f"Builder: {found.title}",
+            "api": f"/api/agent/sessions/{found.id}",
+            "s": found,
+        },
         session=session,
         settings=state.settings,
     )
