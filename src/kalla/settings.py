@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     # recipe builder (docs/agent.md)
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
-    agent_model: str = Field(default="claude-sonnet-5", min_length=1, alias="KALLA_AGENT_MODEL")
+    agent_model: str = Field(default="claude-sonnet-4-6", min_length=1, alias="KALLA_AGENT_MODEL")
     agent_share_rows: bool = Field(default=True, alias="KALLA_AGENT_SHARE_ROWS")
     agent_max_turns: int = Field(default=40, ge=1, alias="KALLA_AGENT_MAX_TURNS")
     agent_max_tokens: int = Field(default=600_000, ge=1000, alias="KALLA_AGENT_MAX_TOKENS")

@@ -41,10 +41,14 @@ from kalla.bench.schema import (
 )
 
 KALLA = "kalla"
+# The same run without content digests (KALLA_CONTENT_DIGESTS=false): what they cost.
+KALLA_NO_DIGESTS = "kalla-nodigest"
+KALLA_ENV = {KALLA: {}, KALLA_NO_DIGESTS: {"KALLA_CONTENT_DIGESTS": "false"}}
 DEFAULT_ENGINES = (KALLA, "duckdb", "polars", "datafusion", "pandas", "datacompy", "floor")
-ALL_ENGINES = (KALLA, *PEER_ENGINES)
+ALL_ENGINES = (KALLA, KALLA_NO_DIGESTS, *PEER_ENGINES)
 DESCRIPTIONS = {
-    KALLA: "kalla run bench recipe (--json), complete run with manifest",
+    KALLA: "kalla run bench recipe (--json), complete run with manifest and content digests",
+    KALLA_NO_DIGESTS: "the same kalla run with KALLA_CONTENT_DIGESTS=false (no content digests)",
     **PEER_DESCRIPTIONS,
 }
 #: Engines left out above this many rows per side unless named in ``engines`` explicitly.
@@ -311,7 +315,7 @@ def engine_argv(
     expected: dict[str, int],
     memory_limit: int | None,
 ) -> list[str]:
-    if engine == KALLA:
+    if engine in KALLA_ENV:
         return [
             *kalla_command(),
             "run",
@@ -349,7 +353,7 @@ def measure(
     """Run one engine once, check its counts, clean its outputs."""
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **KALLA_ENV.get(engine, {})}
     if memory_limit:
         env["KALLA_MEMORY_LIMIT"] = str(memory_limit)
     argv = engine_argv(engine, left, right, out, fmt, expected, memory_limit)
