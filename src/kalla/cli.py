@@ -179,7 +179,7 @@ def _print_summary(summary: RunSummary) -> None:
         f"sides; {summary.timings.get('total', 0.0):.2f} s"
     )
     for name, path in summary.output_paths.items():
-        out.print(f"  {name:<16} {path}", highlight=False, markup=False)
+        out.print(f"  {name:<16} {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _parse_sources(values: list[str]) -> dict[str, str]:
@@ -364,6 +364,7 @@ def demo_command(
         f"--source payments={directory / 'data' / 'payments.csv'} --output my-run",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
 
 
