@@ -250,9 +250,21 @@ class CallbackSender:
             self.stopping.wait(0.05)
         self.stopping.set()  # wakes every retry wait: each gives up at once
         with self._lock:
-            threads = [c.thread for c in self._channels if c.thread is not None]
+            channels = list(self._channels)
+        threads = [c.thread for c in channels if c.thread is not None]
         for thread in threads:  # time to log their give-up, not to finish a post in flight
             thread.join(timeout=0.2)
+        for channel in channels:
+            pending = channel.stats()["pending"]
+            if pending:  # an attempt still in flight: abandoned with its daemon thread
+                log.warning(
+                    "callbacks for run %s to %s: %d not delivered, given up: the worker shut "
+                    "down while an attempt was unanswered",
+                    channel.run_id,
+                    redact_uri(channel.callback_url),
+                    pending,
+                    extra={"run_id": str(channel.run_id)},
+                )
         if not any(t.is_alive() for t in threads):
             self.client.close()
 
