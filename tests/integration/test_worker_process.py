@@ -219,7 +219,10 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(tmp_path_factory.mktemp("worker"), KALLA_WORKER_CONCURRENCY="2")
+    # KALLA_TEST_PG_USER spells part of the unset placeholder's name (see _unset_placeholder)
+    w = Worker(
+        tmp_path_factory.mktemp("worker"), KALLA_WORKER_CONCURRENCY="2", KALLA_TEST_PG_USER="UNSET"
+    )
     yield w
     rc = w.terminate()
     assert rc == 0, w.log()
@@ -383,6 +386,17 @@ def _missing_file(receiver: Receiver) -> dict[str, Any]:
     return body
 
 
+def _unset_placeholder(receiver: Receiver) -> dict[str, Any]:
+    """A password placeholder the worker's environment lacks, beside a user placeholder
+    whose value (UNSET) spells part of its name: the error still names it whole."""
+    pytest.importorskip("kalla.connectors.postgres", reason="the PostgreSQL connector")
+    body = job(receiver)
+    body["sources"][1]["uri"] = (
+        "postgres://${KALLA_TEST_PG_USER}:${KALLA_TEST_UNSET_PW}@127.0.0.1:1/books?table=p"
+    )
+    return body
+
+
 def _sql(sql: str) -> Callable[[Receiver], dict[str, Any]]:
     return lambda receiver: job(receiver, match_sql=sql)
 
@@ -401,6 +415,7 @@ BAD_JOBS: dict[str, tuple[Callable[[Receiver], dict[str, Any]], tuple[str, ...]]
         ("single statement",),
     ),
     "postgres_unreachable": (_postgres_down, ("cannot reach PostgreSQL", "127.0.0.1:1")),
+    "unset_placeholder": (_unset_placeholder, ("'right_src': ${KALLA_TEST_UNSET_PW} is not set",)),
 }
 
 

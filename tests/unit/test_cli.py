@@ -338,3 +338,42 @@ def test_python_dash_m_kalla_serve_answers(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ---- placeholders named, values never shown ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "shown", "hidden"),
+    [
+        ({}, "error: source 'invoices': ${KALLA_TEST_PW} is not set", ()),
+        (
+            {"KALLA_TEST_PW": "hunter2-Sekrit", "KALLA_TEST_USER": "PW"},
+            "error: source 'invoices' (postgres://${KALLA_TEST_USER}:${KALLA_TEST_PW}@127.0.0.1:1/",
+            ("hunter2-Sekrit",),
+        ),
+        ({"KALLA_TEST_USER": "PW"}, "error: source 'invoices': ${KALLA_TEST_PW} is not set", ()),
+    ],
+)
+def test_placeholders_are_named_and_their_values_never_shown(
+    env: dict[str, str], shown: str, hidden: tuple[str, ...], tmp_path: Path
+) -> None:
+    uri = "postgres://${KALLA_TEST_USER}:${KALLA_TEST_PW}@127.0.0.1:1/erp?table=invoices"
+    left = {"alias": "invoices", "type": "postgres", "uri": uri, "primary_key": ["invoice_id"]}
+    args = ["run", str(recipe(tmp_path, left=left)), "-o", str(tmp_path / "out")]
+    args += ["--source", f"payments={CASE / 'payments.csv'}"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KALLA_TEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "kalla", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+        env={**environ, "KALLA_TEST_USER": "app", **env},
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith(shown), result.stderr
+    assert "${KALLA_TEST_PW}" in result.stderr
+    for value in hidden:
+        assert value not in result.stderr
