@@ -6,6 +6,7 @@ callback sender that gives up at its close deadline instead of holding the worke
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kalla.recipe.models import ErrorCallback, JobRequest
+from kalla.runner.job import output_dir_for
 from kalla.settings import Settings
 from kalla.worker.callbacks import CallbackSender, event_url
 from kalla.worker.http import create_worker_app
@@ -264,3 +266,30 @@ def test_close_gives_up_at_its_deadline(
     if target == "refusing":
         assert counter.gave_up == 1 and channel.stats()["failed"] == 1
         assert "the worker shut down" in caplog.text
+
+
+# ---- the README's worker example lands where the README says ------------------------------
+
+
+def test_the_readmes_output_path_lands_where_it_says(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme[readme.index("curl -X POST localhost:50050/api/jobs") :]
+    body = example[example.index("-d '") + 4 : example.index("}'") + 1]
+    request = JobRequest.model_validate_json(body)
+    said = re.search(
+        r"The outputs land in `KALLA_OUTPUT_ROOT/([^`]+)` \(`([^`]+)` by default\)", readme
+    )
+    assert said is not None, "the README says where the example's outputs land"
+    assert said.group(1) == request.output_path
+    settings = Settings(KALLA_OUTPUT_ROOT="./runs")  # the default, relative to the worker's cwd
+    landed = output_dir_for(request.job(), settings)
+    assert landed == (Path.cwd() / said.group(2)).resolve()
+    docs = (Path(__file__).parents[2] / "docs" / "worker.md").read_text()
+    assert '`"a1b2c3d4"` lands in `./runs/a1b2c3d4`' in docs
+    assert (
+        output_dir_for(
+            JobRequest.model_validate_json(body.replace('"a1b2c3d4"', '"runs/a1b2c3d4"')).job(),
+            settings,
+        )
+        == (Path.cwd() / "runs" / "runs" / "a1b2c3d4").resolve()
+    )
