@@ -379,7 +379,10 @@ def bench_command(ctx: typer.Context) -> None:
 
     def go() -> int:
         from kalla.bench.harness import main as bench_main
+        from kalla.extras import require
 
+        if not {"-h", "--help"} & set(ctx.args):
+            require("bench", "kalla bench")  # its peers: DuckDB, Polars, pandas, datacompy
         return bench_main(ctx.args)
 
     raise typer.Exit(_guarded(False, go))

@@ -181,17 +181,23 @@ def test_a_missing_source_extra_is_one_line_with_the_pip_command(case: str, tmp_
 
 
 @pytest.mark.parametrize(
-    ("command", "blocked"),
-    [("serve", ("anyio",)), ("serve", ("fastapi",)), ("worker", ("uvicorn",))],
+    ("args", "blocked", "extra"),
+    [
+        (("serve", "--port", "0"), ("anyio",), "server"),
+        (("serve", "--port", "0"), ("fastapi",), "server"),
+        (("worker", "--port", "0"), ("uvicorn",), "server"),
+        (("bench", "--sizes", "1k"), ("duckdb",), "bench"),
+    ],
 )
-def test_serve_and_worker_without_the_server_extra(
-    command: str, blocked: tuple[str, ...], tmp_path: Path
+def test_commands_without_their_extra(
+    args: tuple[str, ...], blocked: tuple[str, ...], extra: str, tmp_path: Path
 ) -> None:
-    result = kalla(command, "--port", "0", cwd=tmp_path, blocked=blocked)
+    result = kalla(*args, cwd=tmp_path, blocked=blocked)
     assert result.returncode == MissingDependencyError.exit_code, result.stderr
     assert result.stderr == (
-        f"error: kalla {command} needs the 'server' extra: pip install 'kalla[server]'\n"
+        f"error: kalla {args[0]} needs the '{extra}' extra: pip install 'kalla[{extra}]'\n"
     )
+    assert not (tmp_path / "bench").exists()  # nothing generated before the refusal
 
 
 def test_a_missing_module_found_late_still_names_its_extra(tmp_path: Path) -> None:
