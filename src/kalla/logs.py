@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -47,12 +48,20 @@ def run_context(run_id: object) -> Iterator[None]:
         RUN_ID.reset(token)
 
 
+# "run <uuid>" in a message logged outside the run's context (the app's request handlers)
+_NAMED_RUN = re.compile(r"\brun (?:id )?([0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12})\b")
+
+
 class RunIdFilter(logging.Filter):
-    """Sets ``record.run_id``: the one passed in ``extra``, else the context's (or None)."""
+    """Sets ``record.run_id``: the one passed in ``extra``, else the context's, else the
+    run the message names (``run <uuid>``), else None."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "run_id", None) is None:
-            record.run_id = RUN_ID.get()
+        run_id = getattr(record, "run_id", None) or RUN_ID.get()
+        if run_id is None:
+            named = _NAMED_RUN.search(record.getMessage())
+            run_id = named.group(1) if named else None
+        record.run_id = run_id
         return True
 
 

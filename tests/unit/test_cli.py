@@ -319,7 +319,9 @@ def test_suggest_never_writes_its_recipe_over_an_input(tmp_path: Path, data: Pat
 # ---- python -m kalla serve answers ------------------------------------------------------------
 
 
-def test_python_dash_m_kalla_serve_answers(tmp_path: Path) -> None:
+def test_python_dash_m_kalla_serve_answers_and_logs_one_format(tmp_path: Path) -> None:
+    """``python -m kalla serve`` starts (migrations, uvicorn) and, with
+    ``KALLA_LOG_FORMAT=json``, every line it logs is JSON: uvicorn's and Alembic's too."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -329,6 +331,7 @@ def test_python_dash_m_kalla_serve_answers(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "KALLA_LOG_FORMAT": "json"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -343,7 +346,11 @@ def test_python_dash_m_kalla_serve_answers(tmp_path: Path) -> None:
             time.sleep(0.1)
     finally:
         proc.terminate()
-        proc.wait(30)
+        _, stderr = proc.communicate(timeout=30)
+    entries = [json.loads(line) for line in stderr.splitlines()]
+    loggers = {e["logger"] for e in entries}
+    assert {"uvicorn.error", "alembic.runtime.migration", "kalla.app"} <= loggers, loggers
+    assert all(e["time"].endswith("Z") and e["level"] for e in entries)
 
 
 # ---- placeholders named, values never shown ------------------------------------------------

@@ -67,6 +67,16 @@ def test_json_lines_carry_the_run_id_of_their_context(stream: io.StringIO) -> No
     assert "ValueError: boom" in str(found[3]["exception"])
 
 
+def test_a_line_naming_a_run_outside_its_context_carries_it(stream: io.StringIO) -> None:
+    """The app logs about a run from its request handlers ("run <id> created for recipe
+    …"): the line carries the id it names."""
+    logs.configure("info", "json", stream)
+    run_id = uuid.uuid4()
+    logging.getLogger("kalla.app").info("run %s created for recipe %s v%d", run_id, "r", 1)
+    logging.getLogger("kalla.app").info("runs listed for recipe %s", "r")
+    assert [e.get("run_id") for e in lines(stream)] == [str(run_id), None]
+
+
 def test_text_lines_name_the_run(stream: io.StringIO) -> None:
     logs.configure("info", "text", stream)
     with logs.run_context(uuid.UUID(int=7)):
