@@ -16,10 +16,17 @@ $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.stamp-base $(VENV)/.stamp-demo
+
+# What every README command needs: kalla serve and kalla worker (server), Excel and
+# PostgreSQL sources. The other extras (mysql, s3, agent, nats, bench) are a pip away.
+DEMO_EXTRAS ?= server,xlsx,postgres
+$(VENV)/.stamp-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[$(DEMO_EXTRAS)]'
 	@touch $@ $(VENV)/.stamp-base
 
-## make demo: install into .venv and reconcile a generated sample end to end
-demo: $(VENV)/.stamp-base
+## make demo: install Kalla into .venv (with DEMO_EXTRAS) and reconcile a generated sample
+demo: $(VENV)/.stamp-demo
 	$(BIN)/kalla demo
 
 ## make test: install dev deps, check style and types, run the whole suite (all markers)

@@ -1,50 +1,101 @@
-"""``kalla`` command line: run | suggest | verify | demo | bench | worker | serve."""
+"""``kalla`` command line: run | suggest | verify | demo | bench | worker | serve.
+
+The module imports typer and the standard library only, so that ``kalla --help`` and
+``kalla --version`` answer at once; each command imports the parts it runs. Every message
+that carries user text (a path, a column, an error) is printed verbatim, never as Rich
+markup (``kalla[xlsx]``, a column named ``[amount]``). Errors end in one paragraph on
+stderr and the error's exit code; an extra that is not installed, in one line naming it and
+its ``pip install 'kalla[…]'`` command.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from kalla.engine import EngineOptions, RunSummary
-from kalla.errors import KallaError, RecipeError
-from kalla.settings import get_settings, parse_size
+from kalla import __version__
+from kalla.errors import KallaError, OutputError, RecipeError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kalla.engine import EngineOptions, RunSummary
+    from kalla.settings import Settings
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Kalla reconciles two data sources with SQL and explains what did not match.",
 )
-out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
 
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _out() -> Console:
+    return _console(False)
+
+
+def _err() -> Console:
+    return _console(True)
+
+
+def _say(console: Console, label: str, style: str, text: str) -> None:
+    """``label`` styled, then ``text`` exactly as it is (no markup, no highlighting)."""
+    from rich.text import Text
+
+    console.print(Text.assemble((label, style), " ", text), highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"kalla {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Kalla reconciles two data sources with SQL and explains what did not match."""
+
+
 def _fail(exc: BaseException, debug: bool) -> typer.Exit:
     """One paragraph naming the cause on stderr, a non-zero exit; tracebacks only with --debug."""
+    from kalla.extras import missing_extra
+
     if debug:
-        err.print(traceback.format_exc(), markup=False, highlight=False)
-    if isinstance(exc, KallaError):
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        return typer.Exit(exc.exit_code)
-    err.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run again with --debug "
-        "for the traceback, and please report it)",
-        highlight=False,
+        _err().print(traceback.format_exc(), markup=False, highlight=False)
+    error = exc if isinstance(exc, KallaError) else missing_extra(exc)
+    if error is not None:
+        _say(_err(), "error:", "bold red", error.message)
+        return typer.Exit(error.exit_code)
+    _say(
+        _err(),
+        "internal error:",
+        "bold red",
+        f"{type(exc).__name__}: {exc} (run again with --debug for the traceback, and please "
+        "report it)",
     )
     return typer.Exit(1)
 
@@ -52,8 +103,21 @@ def _fail(exc: BaseException, debug: bool) -> typer.Exit:
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
     try:
         return action()
-    except (KallaError, Exception) as exc:
+    except Exception as exc:
         raise _fail(exc, debug) from None
+
+
+def _settings() -> Settings:
+    from kalla.settings import get_settings
+
+    return get_settings()
+
+
+def _logging(settings: Settings, level: str = "warning") -> None:
+    """The process's one log format (``KALLA_LOG_FORMAT``), on stderr."""
+    from kalla import logs
+
+    logs.configure(level, settings.log_format)
 
 
 @contextmanager
@@ -62,13 +126,15 @@ def _progress_display(enabled: bool) -> Iterator[Callable[[str, str | None, floa
     if not enabled:
         yield lambda stage, alias, fraction: None
         return
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     tasks: dict[str, TaskID] = {}
     with Progress(
-        TextColumn("{task.description:<28}"),
+        TextColumn("{task.description:<28}", markup=False),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
         TimeElapsedColumn(),
-        console=err,
+        console=_err(),
         transient=True,
     ) as bars:
 
@@ -82,10 +148,14 @@ def _progress_display(enabled: bool) -> Iterator[Callable[[str, str | None, floa
 
 
 def _print_summary(summary: RunSummary) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = _out()
     counts = Table(title="Reconciliation summary", show_header=True, header_style="bold")
     counts.add_column("")
-    counts.add_column(summary.left_alias, justify="right")
-    counts.add_column(summary.right_alias, justify="right")
+    counts.add_column(escape(summary.left_alias), justify="right")
+    counts.add_column(escape(summary.right_alias), justify="right")
     counts.add_row("input rows", f"{summary.left_rows:,}", f"{summary.right_rows:,}")
     left_total, right_total = summary.control_totals
     counts.add_row("matched keys", f"{left_total.matched_keys:,}", f"{right_total.matched_keys:,}")
@@ -100,14 +170,16 @@ def _print_summary(summary: RunSummary) -> None:
     for name in ("pass", "candidates", "matched", "seconds"):
         passes.add_column(name, justify="left" if name == "pass" else "right")
     for p in summary.passes:
-        passes.add_row(p.name, f"{p.candidate_count:,}", f"{p.matched_count:,}", f"{p.seconds:.2f}")
+        passes.add_row(
+            escape(p.name), f"{p.candidate_count:,}", f"{p.matched_count:,}", f"{p.seconds:.2f}"
+        )
     out.print(passes)
     out.print(
         f"[bold green]{summary.matched_count:,} matched rows[/]; control totals hold for both "
         f"sides; {summary.timings.get('total', 0.0):.2f} s"
     )
     for name, path in summary.output_paths.items():
-        out.print(f"  {name:<16} {path}", highlight=False)
+        out.print(f"  {name:<16} {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _parse_sources(values: list[str]) -> dict[str, str]:
@@ -122,7 +194,12 @@ def _parse_sources(values: list[str]) -> dict[str, str]:
 
 def _options(memory_limit: str | None) -> EngineOptions:
     """The settings' engine options, with ``--memory-limit`` in place of theirs when given."""
-    options = EngineOptions.from_settings(get_settings())
+    import dataclasses
+
+    from kalla.engine import EngineOptions
+    from kalla.settings import parse_size
+
+    options = EngineOptions.from_settings(_settings())
     if memory_limit:
         try:
             limit = parse_size(memory_limit)
@@ -157,14 +234,18 @@ def run_command(
     debug: DebugOption = False,
 ) -> None:
     """Reconcile the recipe's two sources and write matched / unmatched outputs."""
-    from kalla import pipeline
-    from kalla.recipe import load_recipe
-    from kalla.secrets import literal_secret_warnings
 
     def go() -> RunSummary:
+        from dataclasses import replace
+
+        from kalla import pipeline
+        from kalla.recipe import load_recipe
+        from kalla.secrets import literal_secret_warnings
+
+        _logging(_settings())
         recipe = load_recipe(recipe_path)
         for note in literal_secret_warnings(recipe.to_dict()):  # the manifest keeps ***
-            err.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+            _say(_err(), "warning:", "bold yellow", note)
         left, right = pipeline.sources_from_recipe(recipe, _parse_sources(source or []))
         request = pipeline.RunRequest(
             spec=recipe,
@@ -175,7 +256,7 @@ def run_command(
             overwrite=overwrite,
             options=replace(_options(memory_limit), sorted_outputs=sorted_outputs),
         )
-        with _progress_display(not as_json and err.is_terminal) as progress:
+        with _progress_display(not as_json and _err().is_terminal) as progress:
             return pipeline.run(request, progress=progress)
 
     summary = _guarded(debug, go)
@@ -199,10 +280,14 @@ def suggest_command(
     debug: DebugOption = False,
 ) -> None:
     """Build a recipe for two files from their data alone (no API key), and preview it."""
-    from kalla.agent.files import suggest_files, write_recipe
-    from kalla.agent.report import print_suggestion
 
     def go() -> Any:
+        from kalla.agent.files import suggest_files, write_recipe
+        from kalla.evidence.output import input_clashes
+
+        clashes = input_clashes(output, [("the left file", left), ("the right file", right)])
+        if clashes:
+            raise OutputError(f"{clashes[0]}; write the recipe to a file of its own")
         found = suggest_files(left, right)
         write_recipe(found.suggestion.recipe, output, overwrite=overwrite)
         return found
@@ -211,7 +296,9 @@ def suggest_command(
     if as_json:
         sys.stdout.write(json.dumps(found.to_dict(output)) + "\n")
     else:
-        print_suggestion(out, found, output)
+        from kalla.agent.report import print_suggestion
+
+        print_suggestion(_out(), found, output)
 
 
 @app.command("verify")
@@ -231,14 +318,19 @@ def verify_command(
 ) -> None:
     """Check a run against its manifest and re-run it: verified (exit 0), differs (8) or
     cannot verify (9), one line per check (docs/audit.md)."""
-    from kalla.replay import verify_run
 
-    report = _guarded(debug, lambda: verify_run(run_dir, _parse_sources(source or [])))
+    def go() -> Any:
+        from kalla.replay import verify_run
+
+        _logging(_settings())
+        return verify_run(run_dir, _parse_sources(source or []))
+
+    report = _guarded(debug, go)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:
         for line in report.lines():
-            out.print(line, highlight=False, markup=False, soft_wrap=True)
+            _out().print(line, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(report.verdict.exit_code)
 
 
@@ -253,19 +345,26 @@ def demo_command(
     debug: DebugOption = False,
 ) -> None:
     """Generate a realistic sample (invoices vs payments), run a two-pass recipe on it."""
-    from kalla import demo
 
-    summary = _guarded(debug, lambda: demo.run_demo(directory, rows=rows, seed=seed))
+    def go() -> RunSummary:
+        from kalla import demo
+
+        _logging(_settings())
+        return demo.run_demo(directory, rows=rows, seed=seed)
+
+    summary = _guarded(debug, go)
     if as_json:
         sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
         return
-    out.print(f"Sample data and recipe in [bold]{directory}[/] (seed {seed}).")
+    _out().print(f"Sample data and recipe in {directory} (seed {seed}).", markup=False)
     _print_summary(summary)
-    out.print(
+    _out().print(
         "\nRun it yourself:  kalla run "
         f"{directory / 'recipe.json'} --source invoices={directory / 'data' / 'invoices.csv'} "
         f"--source payments={directory / 'data' / 'payments.csv'} --output my-run",
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -277,9 +376,16 @@ def demo_command(
 def bench_command(ctx: typer.Context) -> None:
     """Benchmark Kalla against DuckDB, Polars, pandas, datacompy and the I/O floor
     (kalla bench --help for the options; bench/README.md for reading the table)."""
-    from kalla.bench.harness import main as bench_main
 
-    raise typer.Exit(bench_main(ctx.args))
+    def go() -> int:
+        from kalla.bench.harness import main as bench_main
+        from kalla.extras import require
+
+        if not {"-h", "--help"} & set(ctx.args):
+            require("bench", "kalla bench")  # its peers: DuckDB, Polars, pandas, datacompy
+        return bench_main(ctx.args)
+
+    raise typer.Exit(_guarded(False, go))
 
 
 @app.command("worker")
@@ -302,10 +408,14 @@ def worker_command(
     debug: DebugOption = False,
 ) -> None:
     """Run the job runner: POST /api/jobs, /health, /ready, /metrics (see docs/worker.md)."""
-    from kalla.worker.http import serve
 
     def go() -> int:
-        settings = get_settings()
+        from kalla.extras import require
+
+        require("server", "kalla worker")
+        from kalla.worker.http import serve
+
+        settings = _settings()
         if concurrency is not None:
             settings = settings.model_copy(update={"worker_concurrency": concurrency})
         return serve(settings, host=host, port=port, log_level=log_level, access_log=access_log)
@@ -318,16 +428,26 @@ def worker_command(
 @app.command("serve")
 def serve_command(
     host: Annotated[
-        str | None, typer.Option("--host", help="Bind address [env KALLA_HOST: 127.0.0.1]")
+        str | None,
+        typer.Option("--host", help="Bind address (env KALLA_HOST; default 127.0.0.1)."),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port [env KALLA_PORT: 3000]")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (env KALLA_PORT; default 3000).")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
     debug: DebugOption = False,
 ) -> None:
     """Run the app: REST API, metadata store, runs (embedded, or WORKER_URL; docs/app.md)."""
-    from kalla.app.server import serve
 
-    _guarded(debug, lambda: serve(get_settings(), host=host, port=port, log_level=log_level))
+    def go() -> None:
+        from kalla.extras import require
+
+        require("server", "kalla serve")
+        from kalla.app.server import serve
+
+        serve(_settings(), host=host, port=port, log_level=log_level)
+
+    _guarded(debug, go)
 
 
 def main(argv: list[str] | None = None) -> Any:

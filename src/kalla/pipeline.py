@@ -10,8 +10,10 @@ from typing import Any
 
 from kalla.connectors import StagedSource, stage_source
 from kalla.connectors.base import TableWriter
+from kalla.connectors.registry import locate
 from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
 from kalla.errors import RecipeError
+from kalla.evidence.output import check_output_target
 from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
 from kalla.settings import Settings, get_settings
 from kalla.suggest import did_you_mean
@@ -107,6 +109,7 @@ def run(
     settings = settings or get_settings()
     report: StageProgress = progress or (lambda stage, alias, fraction: None)
     staging_dir = request.staging_dir or settings.staging_path
+    check_output(request, staging_dir)
     staged: list[StagedSource] = []
     options = request.options or EngineOptions.from_settings(settings)
     try:
@@ -136,6 +139,22 @@ def run(
             )
     finally:
         _remove_staged(staged, staging_dir)
+
+
+def check_output(request: RunRequest, staging_dir: Path) -> None:
+    """Refuse, before anything is read, outputs that would land on or over a local input,
+    the staging directory or the working directory (``evidence.output``)."""
+    inputs = []
+    for side in (request.left, request.right):
+        path = locate(side.uri, alias=side.alias).path
+        if path is not None:
+            inputs.append((f"source '{side.alias}'", path))
+    check_output_target(
+        request.output_dir,
+        inputs,
+        overwrite=request.overwrite,
+        keep=[("the staging directory", staging_dir), ("the working directory", Path.cwd())],
+    )
 
 
 def _remove_staged(staged: Sequence[StagedSource], staging_dir: Path) -> None:

@@ -197,9 +197,9 @@ def resolve_env(text: str, *, alias: str) -> str:
     def value(match: re.Match[str]) -> str:
         found = os.environ.get(match.group(1))
         if found is None:
-            raise SourceError(
-                f"source '{alias}': {match.group(0)} is not set (its URI refers to the "
-                f"environment variable {match.group(1)}; set it where the source is read)"
+            raise SourceError(  # the name only inside its placeholder, which no scrub masks
+                f"source '{alias}': {match.group(0)} is not set (the environment variable "
+                "its URI refers to; set it where the source is read)"
             )
         return found
 
@@ -253,9 +253,16 @@ class Scrubber:
         return cls(found)
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return scrub(text)
+        # ``${NAME}`` placeholders are names, never values: kept whole even when a secret's
+        # value happens to spell part of one (PGPASSWORD=PASSWORD), so that an error about
+        # a placeholder still names it.
+        pieces = ENV_REF.split(text)
+        for index in range(0, len(pieces), 2):
+            for secret in self.secrets:
+                pieces[index] = pieces[index].replace(secret, MASK)
+        for index in range(1, len(pieces), 2):
+            pieces[index] = "${" + pieces[index] + "}"
+        return scrub("".join(pieces))
 
 
 __all__ = [

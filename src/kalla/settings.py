@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     )
     engine: Literal["datafusion"] = Field(default="datafusion", alias="KALLA_ENGINE")
     content_digests: bool = Field(default=True, alias="KALLA_CONTENT_DIGESTS")
+    log_format: Literal["text", "json"] = Field(default="text", alias="KALLA_LOG_FORMAT")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")
@@ -106,6 +107,10 @@ class Settings(BaseSettings):
     )  # local files jobs may read, besides STAGING_PATH and KALLA_OUTPUT_ROOT
     callback_retry_seconds: float = Field(default=60.0, ge=0, alias="KALLA_CALLBACK_RETRY_SECONDS")
     callback_timeout: float = Field(default=10.0, gt=0, alias="KALLA_CALLBACK_TIMEOUT")
+    # auto: one URL (seed 002) unless it ends in /api/worker; per_event: {url}/progress, …
+    callback_style: Literal["auto", "single", "per_event"] = Field(
+        default="auto", alias="KALLA_CALLBACK_STYLE"
+    )
 
     # app (docs/app.md)
     app_host: str = Field(default="127.0.0.1", alias="KALLA_HOST")

@@ -445,6 +445,62 @@ def test_run_refusals(app: App) -> None:
     )
 
 
+def _multipart(boundary: str, recipe_id: str, files: dict[str, Path]) -> bytes:
+    """A complete multipart/form-data body, byte for byte (to cut it short on purpose)."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="recipe_id"\r\n\r\n'
+        f"{recipe_id}\r\n".encode()
+    ]
+    for alias, path in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{alias}"; '
+            f'filename="{path.name}"\r\nContent-Type: text/csv\r\n\r\n'
+        )
+        parts.append(head.encode() + path.read_bytes() + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+TRUNCATIONS = {
+    # case: (where the body is cut, what the 400 says)
+    "inside the last file": (
+        lambda body, boundary: body[: body.rindex(b"PAY-X1")],
+        "upload for source 'payments' (payments.csv) was cut off after",
+    ),
+    "in the closing boundary": (
+        lambda body, boundary: body[: -len("--\r\n")],
+        "upload for source 'payments' (payments.csv) was cut off after",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRUNCATIONS))
+def test_a_truncated_upload_is_refused(app: App, case: str) -> None:
+    """A body that ends before its closing boundary was cut short on its way (a client, a
+    proxy): 400 naming the file, never a run on the rows that arrived."""
+    recipe_id = "cut-" + case.replace(" ", "-")
+    _ok(app.http.post("/api/recipes", json=file_recipe(recipe_id)), 201)
+    files = {"invoices": app.data / "invoices.csv", "payments": app.data / "payments.csv"}
+    boundary = "kalla-test-boundary-7MA4YWxk"
+    whole = _multipart(boundary, recipe_id, files)
+    cut, message = TRUNCATIONS[case]
+    response = app.http.post(
+        "/api/runs",
+        content=cut(whole, boundary),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    body = _error(response, 400)
+    assert body["kind"] == "incomplete_upload" and body["error"].startswith(message), body
+    assert "closing boundary" in body["error"]
+    assert _ok(app.http.get("/api/runs", params={"recipe_id": recipe_id}))["total"] == 0
+    complete = app.http.post(
+        "/api/runs",
+        content=whole,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    run = wait_for_run(app.http, _ok(complete, 202)["id"])
+    assert run["status"] == "completed", run
+
+
 def _run_exists(app: App, run_id: str) -> bool:
     return app.http.get(f"/api/runs/{run_id}").status_code == 200
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -143,11 +144,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 class Worker:
-    def __init__(self, root: Path, **env: str) -> None:
+    def __init__(self, root: Path, port: int | None = None, **env: str) -> None:
         self.root = root
         self.output_root = root / "runs"
         self.staging = root / "staging"
-        self.port = free_port()
+        self.port = port or free_port()
+        root.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "worker.log"
         environ = {
@@ -217,7 +219,10 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(tmp_path_factory.mktemp("worker"), KALLA_WORKER_CONCURRENCY="2")
+    # KALLA_TEST_PG_USER spells part of the unset placeholder's name (see _unset_placeholder)
+    w = Worker(
+        tmp_path_factory.mktemp("worker"), KALLA_WORKER_CONCURRENCY="2", KALLA_TEST_PG_USER="UNSET"
+    )
     yield w
     rc = w.terminate()
     assert rc == 0, w.log()
@@ -381,6 +386,17 @@ def _missing_file(receiver: Receiver) -> dict[str, Any]:
     return body
 
 
+def _unset_placeholder(receiver: Receiver) -> dict[str, Any]:
+    """A password placeholder the worker's environment lacks, beside a user placeholder
+    whose value (UNSET) spells part of its name: the error still names it whole."""
+    pytest.importorskip("kalla.connectors.postgres", reason="the PostgreSQL connector")
+    body = job(receiver)
+    body["sources"][1]["uri"] = (
+        "postgres://${KALLA_TEST_PG_USER}:${KALLA_TEST_UNSET_PW}@127.0.0.1:1/books?table=p"
+    )
+    return body
+
+
 def _sql(sql: str) -> Callable[[Receiver], dict[str, Any]]:
     return lambda receiver: job(receiver, match_sql=sql)
 
@@ -399,6 +415,7 @@ BAD_JOBS: dict[str, tuple[Callable[[Receiver], dict[str, Any]], tuple[str, ...]]
         ("single statement",),
     ),
     "postgres_unreachable": (_postgres_down, ("cannot reach PostgreSQL", "127.0.0.1:1")),
+    "unset_placeholder": (_unset_placeholder, ("'right_src': ${KALLA_TEST_UNSET_PW} is not set",)),
 }
 
 
@@ -702,3 +719,47 @@ def test_sigterm_past_grace_cancels_cleanly(tmp_path: Path, receiver: Receiver) 
         assert not any(w.staging.iterdir())
     finally:
         w.kill()
+
+
+def test_sigterm_gives_up_callbacks_within_grace_and_frees_the_port(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A callback receiver that accepts and never answers, a generous retry budget: after
+    SIGTERM the worker gives the callback what is left of its 1 s grace, exits, and a new
+    worker starts on the same port. Its log is one JSON object per line, the run's lines
+    naming the run."""
+    hole = socket.socket()  # accepts connections, never answers
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    first = Worker(
+        tmp_path / "first",
+        KALLA_WORKER_SHUTDOWN_GRACE="1",
+        KALLA_CALLBACK_RETRY_SECONDS="600",
+        KALLA_CALLBACK_TIMEOUT="30",
+        KALLA_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+        KALLA_LOG_FORMAT="json",
+    )
+    second: Worker | None = None
+    try:
+        body = job(receiver, callback_url=f"http://127.0.0.1:{hole.getsockname()[1]}/cb")
+        assert first.submit(body).status_code == 200
+        view = first.wait_status(body["run_id"], "completed")
+        assert view["callbacks"]["pending"] >= 1 and view["callbacks"]["delivered"] == 0
+        began = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(60) == 0, first.log()
+        # the grace (1 s) and the process's exit: far from the 30 s attempt in flight and
+        # the 600 s retry budget that held the port before
+        assert time.monotonic() - began < 6, first.log()
+        second = Worker(tmp_path / "second", port=first.port)
+        assert second.http.get("/ready").status_code == 200
+    finally:
+        hole.close()
+        first.kill()
+        if second is not None:
+            second.kill()
+    entries = [json.loads(line) for line in first.log().splitlines()]
+    run_lines = [e for e in entries if body["run_id"] in e["message"]]
+    assert run_lines and all(e.get("run_id") == body["run_id"] for e in run_lines), run_lines
+    assert any("the worker shut down" in e["message"] for e in run_lines), run_lines
+    assert {"uvicorn.error", "kalla.runner"} <= {e["logger"] for e in entries}

@@ -142,6 +142,24 @@ def test_scrubber_masks_what_the_uris_carry_and_keeps_placeholder_names() -> Non
     assert "table=t" in text and "${DB_PASSWORD} is not set" in text
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["PASSWORD", "PGPASSWORD", "the environment"],
+)
+def test_a_secret_spelling_part_of_a_placeholder_never_hides_its_name(value: str) -> None:
+    """The value of one placeholder may spell part of another's name, or of the message
+    around it (``${PGPASSWORD}`` while ``PGUSER=PASSWORD``): the error still names the
+    placeholder that is not set, and the value is still masked wherever it stands alone."""
+    scrubber = Scrubber.for_uris(
+        ["postgres://${PGUSER}:${PGPASSWORD}@db/erp?table=t"], environ={"PGUSER": value}
+    )
+    with pytest.raises(SourceError) as info:
+        resolve_env("${PGPASSWORD}", alias="invoices")
+    shown = scrubber(f"{info.value.message}; as user {value}")
+    assert shown.startswith("source 'invoices': ${PGPASSWORD} is not set"), shown
+    assert shown.endswith("as user ***"), shown
+
+
 def test_scrub_without_known_secrets() -> None:
     assert scrub("at postgres://u:pw@h/db\x00 and mysql://u:${X}@h") == (
         "at postgres://u:***@h/db and mysql://u:${X}@h"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kalla.agent.files import FileSuggestion
@@ -18,7 +19,10 @@ def _rate(value: Any) -> str:
 def print_suggestion(console: Console, found: FileSuggestion, recipe_path: Path) -> None:
     recipe, shown = found.suggestion.recipe, found.preview
     left, right = recipe["sources"]["left"]["alias"], recipe["sources"]["right"]["alias"]
-    console.print(f"Recipe written to [bold]{recipe_path}[/] ({left} ↔ {right}).", highlight=False)
+    console.print(
+        f"Recipe written to [bold]{escape(str(recipe_path))}[/] ({left} ↔ {right}).",
+        highlight=False,
+    )
     console.print("\n[bold]What the data shows[/]")
     for line in found.suggestion.findings:
         console.print(f"  • {line}", highlight=False, markup=False)
@@ -54,4 +58,6 @@ def print_suggestion(console: Console, found: FileSuggestion, recipe_path: Path)
             for item in examples:
                 key = ", ".join(str(v) for v in item["key"].values())
                 console.print(f"  {key}: {item['reason']}", highlight=False, markup=False)
-    console.print(f"\nRun it yourself:  {found.run_command(recipe_path)}", highlight=False)
+    console.print(
+        f"\nRun it yourself:  {found.run_command(recipe_path)}", highlight=False, markup=False
+    )

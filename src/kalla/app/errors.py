@@ -11,6 +11,13 @@ class BadRequestError(KallaError):
     kind = "request"
 
 
+class IncompleteUploadError(BadRequestError):
+    """A multipart body that ends before its closing boundary: the upload was cut short."""
+
+    status = 400
+    kind = "incomplete_upload"
+
+
 class WorkerUnavailableError(UnavailableError):
     status = 502
     kind = "worker_unavailable"

@@ -27,6 +27,7 @@ from kalla.app.web import pages
 from kalla.app.web.render import HERE as WEB_DIR
 from kalla.app.web.render import LoginRequired, render_error, wants_page
 from kalla.errors import ConfigError, KallaError
+from kalla.extras import missing_extra
 from kalla.recipe.parse import describe_errors
 from kalla.settings import Settings, get_settings
 
@@ -125,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
+        missing = missing_extra(exc)  # an extra that is not installed: 501 naming it
+        if missing is not None:
+            return await kalla_error(request, missing)
         log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
         if wants_page(request):
             return page_error(request, 500, "an internal error stopped this page; see the app log")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
+from kalla import logs
 from kalla.errors import ConfigError
 from kalla.settings import Settings, get_settings, is_loopback
 
@@ -34,14 +33,12 @@ def serve(
     check_bind(host, settings)
     settings = settings.model_copy(update={"app_host": host, "app_port": port})
     check_settings(settings)
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # uvicorn's records go to the process's one handler (kalla.logs)
         timeout_graceful_shutdown=5,
     )

@@ -2,7 +2,9 @@
 
 Nothing is buffered whole in memory or spooled elsewhere first; a file over the size cap
 stops the upload with 413 as soon as the cap is crossed, and whatever was written is removed.
-The file itself is only ever parsed in a child process (``check_upload_schema``).
+A body that ends before its closing boundary (a client or proxy that cut the upload short) is
+refused with 400 naming the file it cut, never taken as a shorter file. The file itself is
+only ever parsed in a child process (``check_upload_schema``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import IO, Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from kalla.app.errors import BadRequestError
+from kalla.app.errors import BadRequestError, IncompleteUploadError
 from kalla.connectors.base import check_expected_columns
 from kalla.connectors.registry import FILE_EXTENSIONS
 from kalla.errors import KallaError, PayloadTooLargeError, SourceError
@@ -57,6 +59,8 @@ class _Receiver:
         self._file: SavedFile | None = None
         self._handle: IO[bytes] | None = None
         self._value = bytearray()
+        self.ended = False  # the closing boundary was read
+        self.last: SavedFile | None = None  # the file part read last (or being read)
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,7 @@ class _Receiver:
             "on_headers_finished": self.headers_finished,
             "on_part_data": self.part_data,
             "on_part_end": self.part_end,
+            "on_end": self.end,
         }
 
     def part_begin(self) -> None:
@@ -114,7 +119,7 @@ class _Receiver:
             )
         self.dest.mkdir(parents=True, exist_ok=True)
         path = self.dest / f"{name}{ext}"
-        self._file = SavedFile(alias=name, path=path, filename=filename)
+        self._file = self.last = SavedFile(alias=name, path=path, filename=filename)
         self._handle = open(path, "wb")  # noqa: SIM115 - closed in part_end / close()
         self.form.files[name] = self._file
 
@@ -139,10 +144,32 @@ class _Receiver:
         elif self._file is None:
             self.form.fields[self._name] = self._value.decode("utf-8", "replace")
 
+    def end(self) -> None:
+        self.ended = True
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+    def truncated(self) -> IncompleteUploadError:
+        """The error for a body that ended before its closing boundary, naming the file."""
+        last = self.last
+        if last is None:
+            return IncompleteUploadError(
+                "the upload was cut off: the multipart body ends before its closing boundary; "
+                "send it again"
+            )
+        named = f"source '{last.alias}' ({last.filename[:120]})"
+        if self._handle is not None:  # inside the file
+            return IncompleteUploadError(
+                f"upload for {named} was cut off after {format_size(last.size)}: the "
+                "multipart body ends before its closing boundary; send it again"
+            )
+        return IncompleteUploadError(
+            f"the upload was cut off after the file for {named}: the multipart body ends "
+            "before its closing boundary; send it again"
+        )
 
 
 async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> RunForm:
@@ -166,6 +193,8 @@ async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> 
             if chunk:
                 parser.write(chunk)
         parser.finalize()
+        if not receiver.ended:
+            raise receiver.truncated()
     except KallaError:
         receiver.close()
         shutil.rmtree(dest, ignore_errors=True)

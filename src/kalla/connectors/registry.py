@@ -13,7 +13,6 @@ Every lookup that fails names the closest valid choice and lists the valid ones.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kalla.errors import MissingDependencyError, SourceError
+from kalla.extras import EXTRAS, Extra
 from kalla.secrets import redact_uri, resolve_env
 from kalla.suggest import closest, did_you_mean
 
@@ -40,18 +40,6 @@ FILE_TYPE = "file"
 """The recipe ``type`` of every local file kind: the file is given (uploaded) with each run."""
 LOCAL_SCHEMES = ("file",)  # file:///path routes like the path itself
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-@dataclass(frozen=True)
-class Extra:
-    """The pip extra that installs a kind's drivers, and the modules it provides."""
-
-    name: str
-    modules: tuple[str, ...]
-
-    @property
-    def install(self) -> str:
-        return f"pip install 'kalla[{self.name}]'"
 
 
 @dataclass(frozen=True)
@@ -88,12 +76,11 @@ class SourceKind:
 
     def missing_modules(self) -> list[str]:
         """The driver modules of its extra that cannot be imported here."""
-        return [m for m in (self.extra.modules if self.extra else ()) if not _importable(m)]
+        return self.extra.missing_modules() if self.extra else []
 
     def missing_message(self) -> str:
-        extra = self.extra
-        assert extra is not None
-        return f"{self.title} sources need the '{extra.name}' extra: {extra.install}"
+        assert self.extra is not None
+        return self.extra.message(f"{self.title} sources")
 
     def require(self) -> None:
         """A MissingDependencyError naming the extra and the pip command, if not installed."""
@@ -105,13 +92,6 @@ class SourceKind:
         module, _, name = self.connector.partition(":")
         cls: type[Connector] = getattr(importlib.import_module(module), name)
         return cls
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
-        return False
 
 
 _SQL_OPTIONS = ("table", "partitions", "partition_on", "password")
@@ -146,7 +126,7 @@ KINDS: tuple[SourceKind, ...] = (
         connector="kalla.connectors.excel:ExcelConnector",
         extensions=(".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"),
         options=("sheet",),
-        extra=Extra("xlsx", ("python_calamine",)),
+        extra=EXTRAS["xlsx"],
         example="book.xlsx?sheet=February",
     ),
     SourceKind(
@@ -165,7 +145,7 @@ KINDS: tuple[SourceKind, ...] = (
         schemes=("postgres", "postgresql"),
         options=(*_SQL_OPTIONS, "sslmode"),
         secret_options=("password",),
-        extra=Extra("postgres", ("psycopg", "adbc_driver_postgresql")),
+        extra=EXTRAS["postgres"],
         capabilities=_SQL_CAPABILITIES,
         example="postgres://app:${PGPASSWORD}@db:5432/ledger?table=invoices",
     ),
@@ -177,7 +157,7 @@ KINDS: tuple[SourceKind, ...] = (
         schemes=("mysql", "mariadb"),
         options=_SQL_OPTIONS,
         secret_options=("password",),
-        extra=Extra("mysql", ("pymysql", "connectorx")),
+        extra=EXTRAS["mysql"],
         capabilities=_SQL_CAPABILITIES,
         example="mysql://app:${MYSQL_PASSWORD}@db:3306/shop?table=orders",
     ),
@@ -188,7 +168,7 @@ KINDS: tuple[SourceKind, ...] = (
         connector="kalla.connectors.s3:S3Connector",
         schemes=("s3",),
         extensions=(".csv", ".parquet", ".pq"),
-        extra=Extra("s3", ("boto3",)),
+        extra=EXTRAS["s3"],
         capabilities=Capabilities(secrets_in_uri=True),
         example="s3://bucket/exports/payments.csv",
     ),

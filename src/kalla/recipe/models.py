@@ -259,14 +259,25 @@ class Job(MatchSpec):
         return self
 
 
+CallbackStyle = Literal["auto", "single", "per_event"]
+
+
 class JobRequest(Job):
-    """The payload of ``POST /api/jobs`` (seed 002): a job and where its events go."""
+    """The payload of ``POST /api/jobs`` (seed 002): a job and where its events go.
+
+    ``callback_style`` (Kalla's extension; default: the worker's ``KALLA_CALLBACK_STYLE``)
+    says how ``callback_url`` is used: ``single`` posts every event to it (seed 002),
+    ``per_event`` to ``{callback_url}/progress``, ``/complete`` and ``/error`` (the original
+    build's listener), ``auto`` the latter only for a URL whose path ends in ``/api/worker``.
+    """
 
     callback_url: str
+    callback_style: CallbackStyle | None = None
 
     def job(self) -> Job:
-        """The job alone, as the runner takes it (``callback_url`` stays with the transport)."""
-        return Job.model_validate(self.model_dump(exclude={"callback_url"}))
+        """The job alone, as the runner takes it (the callback fields stay with the
+        transport)."""
+        return Job.model_validate(self.model_dump(exclude={"callback_url", "callback_style"}))
 
 
 # --- callback payloads (seed 002) -------------------------------------------------------

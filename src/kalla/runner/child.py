@@ -39,9 +39,10 @@ from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kalla.errors import JobCrashedError, KallaError
+from kalla.extras import missing_extra
 from kalla.runner.job import CancelToken  # imports the pipeline: once, in the forkserver
 from kalla.runner.limits import memory_cap, out_of_memory
 from kalla.settings import Settings, get_settings
@@ -184,11 +185,19 @@ def _child_main(spec: _Spec, events: Connection, control: Connection) -> None:
     except MemoryError as exc:
         channel.send(("memory", str(exc)[:200]))
     except BaseException as exc:  # a bug: the traceback to the log, the type to the caller
+        missing = missing_extra(exc)
+        if missing is not None:  # not a bug: an extra that is not installed here
+            _send_error(channel, missing)
+            _exit(events)
         trace = "".join(traceback.format_exception(exc))
         log.error("unexpected error in a child process:\n%s", trace)
         _send_error(channel, KallaError(f"internal error: {type(exc).__name__}"))
     else:
         channel.send(("result", result))
+    _exit(events)
+
+
+def _exit(events: Connection) -> NoReturn:
     events.close()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -33,7 +33,8 @@ from kalla import pipeline
 from kalla.connectors import redact_uri
 from kalla.engine import RunSummary
 from kalla.errors import JobCancelled, KallaError, OutputError, RecipeError, SqlError
-from kalla.evidence.output import OUTPUT_NAMES
+from kalla.evidence.output import OUTPUT_NAMES, output_target_problems
+from kalla.extras import missing_extra
 from kalla.recipe.models import (
     CompletionCallback,
     ErrorCallback,
@@ -94,17 +95,28 @@ def output_dir_for(request: Job, settings: Settings) -> Path:
     return confine(request.output_path, settings.output_root, what="output_path")
 
 
+def local_sources(request: Job) -> list[tuple[str, Path]]:
+    """``(alias, path)`` of each source that is a local file, as written (not resolved)."""
+    found = []
+    for source in request.sources:
+        scheme = urlsplit(source.uri).scheme.lower()
+        if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
+            continue
+        found.append(
+            (source.alias, Path(urlsplit(source.uri).path if scheme == "file" else source.uri))
+        )
+    return found
+
+
 def check_local_sources(request: Job, settings: Settings) -> None:
     """Local files a job names must lie under STAGING_PATH, KALLA_OUTPUT_ROOT or one of
     KALLA_SOURCE_ROOTS: a job API must not copy arbitrary files of this machine into outputs."""
     roots = [Path(r).resolve() for r in (settings.staging_path, settings.output_root)]
     roots += [Path(r).resolve() for r in settings.source_roots]
     problems = []
-    for source in request.sources:
-        scheme = urlsplit(source.uri).scheme.lower()
-        if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
-            continue
-        path = Path(urlsplit(source.uri).path if scheme == "file" else source.uri)
+    by_alias = {s.alias: s for s in request.sources}
+    for alias, path in local_sources(request):
+        source = by_alias[alias]
         try:
             resolved = path.resolve()
         except (ValueError, OSError) as exc:
@@ -117,6 +129,17 @@ def check_local_sources(request: Job, settings: Settings) -> None:
             )
     if problems:
         raise RecipeError("the job names files it may not read", problems=problems)
+
+
+def output_clashes(request: Job, output_dir: Path, settings: Settings) -> list[str]:
+    """Why ``output_dir`` may not receive this job's outputs: it is, holds or lies inside
+    one of its local sources, or it holds the staging directory (``evidence.output``)."""
+    return output_target_problems(
+        output_dir,
+        [(f"source '{alias}'", path) for alias, path in local_sources(request)],
+        overwrite=False,
+        keep=[("the staging directory", Path(settings.staging_path))],
+    )
 
 
 def staging_dir_for(run_id: UUID, settings: Settings) -> Path:
@@ -325,6 +348,9 @@ def _as_kalla_error(
         return exc if isinstance(exc, JobCancelled) else JobCancelled(_cancel_reason(cancel))
     if isinstance(exc, KallaError):
         return exc
+    missing = missing_extra(exc)  # a driver that is not installed: name its extra
+    if missing is not None:
+        return missing
     if isinstance(exc, MemoryError):  # past the process's cap (Python or Arrow allocating)
         return out_of_memory(settings, "the job")
     # A bug, not a user error: the traceback goes to the service log (scrubbed), the caller

@@ -18,13 +18,14 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+from kalla import logs
 from kalla.errors import (
     ConflictError,
     JobCancelled,
@@ -45,6 +46,7 @@ from kalla.runner import child
 from kalla.runner.events import EventSink, GatesStart
 from kalla.runner.job import (
     check_local_sources,
+    output_clashes,
     output_dir_for,
     remove_partial_outputs,
     run_job_in_child,
@@ -89,6 +91,7 @@ class JobRecord:
     job: Job
     sink: EventSink
     output_dir: Path
+    transport: dict[str, Any] = field(default_factory=dict)  # the request's other fields
     status: JobStatus = JobStatus.QUEUED
     stage: str | None = None
     source: str | None = None
@@ -226,7 +229,9 @@ class JobRunner:
         with self._lock:
             for record in self._jobs.values():
                 if record.status is JobStatus.RUNNING and record.stop is None:
-                    log.warning("run %s: %s", record.run_id, reason)
+                    log.warning(
+                        "run %s: %s", record.run_id, reason, extra={"run_id": str(record.run_id)}
+                    )
                     record.stop = JobCancelled(reason)
 
     def _join(self, deadline: float) -> None:
@@ -246,19 +251,28 @@ class JobRunner:
     # --- submit / query / cancel --------------------------------------------------------
 
     def submit(
-        self, job: Job, sink: EventSink, *, problems: Sequence[str] = ()
+        self,
+        job: Job,
+        sink: EventSink,
+        *,
+        problems: Sequence[str] = (),
+        transport: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Queue the job: ``(its status view, True)``; a known run_id: ``(its view, False)``.
+        """Queue the job: ``(its status view, True)``; the same job again under a known
+        run_id: ``(its view, False)``, and it is not run again.
 
         ``problems`` are what the transport found wrong with its own part of the request;
-        they are reported together with the job's. Raises RecipeError (422) listing every
-        problem, without touching any data; UnavailableError (503) when the queue is full
-        or the runner is shutting down.
+        they are reported together with the job's. ``transport`` holds the request's fields
+        that are not the job's (the worker's ``callback_url``): a job is the same when they
+        are the same too. Raises ConflictError (409) for a different job under a known
+        run_id; RecipeError (422) listing every problem, without touching any data;
+        UnavailableError (503) when the queue is full or the runner is shutting down.
         """
+        identity = dict(transport or {})
         with self._lock:
             known = self._jobs.get(job.run_id)
             if known is not None:
-                return known.view(), False
+                return self._same_job(known, job, identity), False
         found = list(problems)
         output_dir: Path | None = None
         try:
@@ -269,10 +283,12 @@ class JobRunner:
             check_local_sources(job, self.settings)
         except RecipeError as exc:
             found += exc.problems or [exc.message]
+        if output_dir is not None:
+            found += output_clashes(job, output_dir, self.settings)
         with self._lock:
             known = self._jobs.get(job.run_id)
             if known is not None:  # the same run_id raced us here
-                return known.view(), False
+                return self._same_job(known, job, identity), False
             if output_dir is not None:
                 found += [
                     f"output_path {output_dir} is the output of run {r.run_id}, "
@@ -294,14 +310,27 @@ class JobRunner:
                     retry_after=self._retry_after(),
                 )
             assert output_dir is not None
-            record = JobRecord(job=job, sink=sink, output_dir=output_dir)
+            record = JobRecord(job=job, sink=sink, output_dir=output_dir, transport=identity)
             self._jobs[job.run_id] = record
             self._queued += 1
             self._forget_old()
             view = record.view()
         self._queue.put(record)
-        log.info("run %s accepted", job.run_id)
+        log.info("run %s accepted", job.run_id, extra={"run_id": str(job.run_id)})
         return view, True
+
+    def _same_job(self, known: JobRecord, job: Job, transport: dict[str, Any]) -> dict[str, Any]:
+        """The known job's view, if ``job`` is the same job (lock held); else ConflictError
+        naming the fields that differ (never their values: a URI may hold a secret)."""
+        before = {**known.job.model_dump(mode="json"), **known.transport}
+        after = {**job.model_dump(mode="json"), **transport}
+        differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        if differ:
+            raise ConflictError(
+                f"run_id {job.run_id} is already known to {self.name} as a different job "
+                f"(it differs in {', '.join(differ)}); give a new job a run_id of its own"
+            )
+        return known.view()
 
     def get(self, run_id: UUID) -> dict[str, Any]:
         """The job's status view; NotFoundError for a run_id this runner does not know."""
@@ -359,27 +388,31 @@ class JobRunner:
                 return
             if record.status is not JobStatus.QUEUED:
                 continue  # cancelled while it waited
-            if not self._may_start(record):
-                continue
+            with logs.run_context(record.run_id):  # the run's id on every line it logs
+                self._run(record)
+
+    def _run(self, record: JobRecord) -> None:
+        if not self._may_start(record):
+            return
+        with self._lock:
+            if record.status is not JobStatus.QUEUED:
+                return
+            self._queued -= 1
+            self._running += 1
+            record.status = JobStatus.RUNNING
+            record.started_at = _now()
+            record.started = record.stage_started = time.monotonic()
+        try:
+            self._execute(record)
+        except Exception:  # the last resort: a bug in the runner, not in the job
+            log.exception("run %s: the job runner failed", record.run_id)
+            error = KallaError(f"internal error in {self.name}'s job runner (see its log)")
+            event = ErrorCallback(run_id=record.run_id, error=error.message)
+            self._failed(record, event, error)
+        finally:
             with self._lock:
-                if record.status is not JobStatus.QUEUED:
-                    continue
-                self._queued -= 1
-                self._running += 1
-                record.status = JobStatus.RUNNING
-                record.started_at = _now()
-                record.started = record.stage_started = time.monotonic()
-            try:
-                self._execute(record)
-            except Exception:  # the last resort: a bug in the runner, not in the job
-                log.exception("run %s: the job runner failed", record.run_id)
-                error = KallaError(f"internal error in {self.name}'s job runner (see its log)")
-                event = ErrorCallback(run_id=record.run_id, error=error.message)
-                self._failed(record, event, error)
-            finally:
-                with self._lock:
-                    self._running -= 1
-            self._observe("job_ended", record)
+                self._running -= 1
+        self._observe("job_ended", record)
 
     def _may_start(self, record: JobRecord) -> bool:
         if not isinstance(record.sink, GatesStart):
@@ -519,7 +552,7 @@ class JobRunner:
                 self._avg_seconds = (
                     record.seconds if previous is None else 0.8 * previous + 0.2 * record.seconds
                 )
-        log.info("run %s %s", record.run_id, status.value)
+        log.info("run %s %s", record.run_id, status.value, extra={"run_id": str(record.run_id)})
 
     def _observe(self, method: str, *args: Any) -> None:
         if self.observer is None:

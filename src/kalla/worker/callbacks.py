@@ -14,8 +14,10 @@ go unsigned (allowed only while the worker listens on loopback).
 Other headers (not signed; for routing and de-duplication): ``X-Kalla-Event`` (``progress``,
 ``complete`` or ``error``), ``X-Kalla-Run-Id``, ``X-Kalla-Sequence`` (1, 2, … per run).
 
-URL styles (both seeds): a ``callback_url`` receives every event (seed 002); one whose path
-ends in ``/api/worker`` is a base for seed 000's ``/progress``, ``/complete``, ``/error``.
+URL styles (``KALLA_CALLBACK_STYLE``, or a job's ``callback_style``): ``single`` posts every
+event to ``callback_url`` (seed 002); ``per_event`` takes it as a base for ``/progress``,
+``/complete`` and ``/error`` (seed 000, and the original build's listener); ``auto``, the
+default, is ``single`` unless the URL's path ends in ``/api/worker``.
 
 Delivery: each run has a channel whose thread posts its events one after another, so they
 arrive in order. A failed attempt (connection error, timeout, HTTP 408/425/429/5xx) is
@@ -44,6 +46,7 @@ from uuid import UUID
 
 import httpx
 
+from kalla import logs
 from kalla.connectors import redact_uri
 from kalla.errors import RecipeError
 from kalla.recipe.models import Frozen
@@ -153,11 +156,15 @@ def require_callback_url(url: str, allowed: Sequence[str]) -> None:
         raise RecipeError("callback_url refused", problems=problems)
 
 
-def event_url(callback_url: str, event: str) -> str:
-    """The URL one event goes to: ``callback_url`` itself, or seed 000's per-event paths."""
+CALLBACK_STYLES = ("auto", "single", "per_event")
+
+
+def event_url(callback_url: str, event: str, style: str = "auto") -> str:
+    """The URL one event goes to: ``callback_url`` itself, or ``{callback_url}/{event}``
+    (``per_event``, or ``auto`` with a path ending in ``/api/worker``)."""
     parts = urlsplit(callback_url)
     path = parts.path.rstrip("/")
-    if not path.endswith(SEED000_BASE):
+    if style == "single" or (style == "auto" and not path.endswith(SEED000_BASE)):
         return callback_url
     return urlunsplit(parts._replace(path=f"{path}/{event}"))
 
@@ -196,6 +203,7 @@ class CallbackSender:
     ) -> None:
         self.secret = secret
         self.retry_seconds = retry_seconds
+        self.timeout = timeout
         self.observer = observer
         self.client = client or httpx.Client(
             timeout=timeout,
@@ -203,12 +211,13 @@ class CallbackSender:
             trust_env=False,  # no proxy from the environment: callbacks go where they say
         )
         self.stopping = threading.Event()
+        self._closing_by: float | None = None  # monotonic; set by close()
         self._lock = threading.Lock()
         self._channels: set[CallbackChannel] = set()
 
-    def channel(self, run_id: UUID, callback_url: str) -> CallbackChannel:
+    def channel(self, run_id: UUID, callback_url: str, style: str = "auto") -> CallbackChannel:
         """A new channel for one run; check the URL with ``require_callback_url`` first."""
-        return CallbackChannel(self, run_id, callback_url)
+        return CallbackChannel(self, run_id, callback_url, style)
 
     def _register(self, channel: CallbackChannel, active: bool) -> None:
         with self._lock:
@@ -222,21 +231,47 @@ class CallbackSender:
             return sum(c.stats()["pending"] for c in self._channels)
 
     def close(self, wait: float) -> None:
-        """Let channels drain for up to ``wait`` seconds, then stop retrying and close."""
-        deadline = time.monotonic() + wait
+        """Let channels drain for at most ``wait`` seconds, then give up what is left.
+
+        From the call on, no attempt may run past that deadline (each one's timeout is cut
+        to it) and no retry waits beyond it; an attempt already in flight when it passes is
+        abandoned to its daemon thread, so the caller (the worker's shutdown) is never held
+        longer. A second call returns at once.
+        """
+        with self._lock:
+            if self._closing_by is not None:
+                return
+            deadline = self._closing_by = time.monotonic() + wait
         while time.monotonic() < deadline:
             with self._lock:
                 busy = [c for c in self._channels if c.busy()]
             if not busy:
                 break
-            time.sleep(0.05)
-        self.stopping.set()
+            self.stopping.wait(0.05)
+        self.stopping.set()  # wakes every retry wait: each gives up at once
         with self._lock:
-            threads = [c.thread for c in self._channels if c.thread is not None]
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-        if not any(t.is_alive() for t in threads):  # else a post is in flight: leave it be
+            channels = list(self._channels)
+        threads = [c.thread for c in channels if c.thread is not None]
+        for thread in threads:  # time to log their give-up, not to finish a post in flight
+            thread.join(timeout=0.2)
+        for channel in channels:
+            pending = channel.stats()["pending"]
+            if pending:  # an attempt still in flight: abandoned with its daemon thread
+                log.warning(
+                    "callbacks for run %s to %s: %d not delivered, given up: the worker shut "
+                    "down while an attempt was unanswered",
+                    channel.run_id,
+                    redact_uri(channel.callback_url),
+                    pending,
+                    extra={"run_id": str(channel.run_id)},
+                )
+        if not any(t.is_alive() for t in threads):
             self.client.close()
+
+    def _time_left(self) -> float | None:
+        """Seconds until the close deadline (None while not closing)."""
+        closing_by = self._closing_by
+        return None if closing_by is None else closing_by - time.monotonic()
 
     def _observe(self, event: str, result: str) -> None:
         if self.observer is not None:
@@ -246,7 +281,11 @@ class CallbackSender:
         """Deliver one event, retrying within the budget; True once the receiver took it."""
         deadline = time.monotonic() + self.retry_seconds
         attempt = 0
+        reason = "not attempted"
         while True:
+            left = self._time_left()
+            if left is not None and (left <= 0 or self.stopping.is_set()):
+                return self._give_up(delivery, run_id, attempt, f"{reason}; the worker shut down")
             attempt += 1
             timestamp = int(time.time())
             headers = {
@@ -260,7 +299,12 @@ class CallbackSender:
                 headers[SIGNATURE_HEADER] = sign(self.secret, delivery.body, timestamp)
             retry_after = 0.0
             try:
-                response = self.client.post(delivery.url, content=delivery.body, headers=headers)
+                response = self.client.post(
+                    delivery.url,
+                    content=delivery.body,
+                    headers=headers,
+                    timeout=self.timeout if left is None else min(self.timeout, left),
+                )
             except httpx.HTTPError as exc:
                 retryable, reason = True, f"{type(exc).__name__}"
             else:
@@ -272,23 +316,28 @@ class CallbackSender:
                 reason = f"HTTP {status}"
                 retry_after = _retry_after(response.headers.get("Retry-After"))
             delay = max(retry_after, _backoff(attempt))
-            if not retryable or self.stopping.is_set() or time.monotonic() + delay > deadline:
-                self._observe(delivery.event, "failed")
-                log.warning(
-                    "callback %s #%d for run %s to %s given up after %d attempt(s): %s",
-                    delivery.event,
-                    delivery.sequence,
-                    run_id,
-                    redact_uri(delivery.url),
-                    attempt,
-                    reason,
-                )
-                if self.observer is not None:
-                    self.observer.callback_gave_up(delivery.event)
-                return False
+            if not retryable or time.monotonic() + delay > deadline:
+                return self._give_up(delivery, run_id, attempt, reason)
+            left = self._time_left()
+            if left is not None and (left < delay or self.stopping.is_set()):
+                return self._give_up(delivery, run_id, attempt, f"{reason}; the worker shut down")
             self._observe(delivery.event, "retry")
-            if self.stopping.wait(delay):
-                continue  # one last attempt, then the stopping check gives up
+            self.stopping.wait(delay)  # set at the close deadline: the loop then gives up
+
+    def _give_up(self, delivery: _Delivery, run_id: UUID, attempts: int, reason: str) -> bool:
+        self._observe(delivery.event, "failed")
+        log.warning(
+            "callback %s #%d for run %s to %s given up after %d attempt(s): %s",
+            delivery.event,
+            delivery.sequence,
+            run_id,
+            redact_uri(delivery.url),
+            attempts,
+            reason,
+        )
+        if self.observer is not None:
+            self.observer.callback_gave_up(delivery.event)
+        return False
 
 
 def _backoff(attempt: int) -> float:
@@ -306,10 +355,14 @@ def _retry_after(value: str | None) -> float:
 class CallbackChannel:
     """One run's events, posted in order by a thread of its own (started on first send)."""
 
-    def __init__(self, sender: CallbackSender, run_id: UUID, callback_url: str) -> None:
+    def __init__(
+        self, sender: CallbackSender, run_id: UUID, callback_url: str, style: str = "auto"
+    ) -> None:
+        assert style in CALLBACK_STYLES, style
         self.sender = sender
         self.run_id = run_id
         self.callback_url = callback_url
+        self.style = style
         self.thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._queue: deque[_Delivery] = deque()
@@ -330,7 +383,7 @@ class CallbackChannel:
             if self._closed:
                 return
             self._sequence += 1
-            url = event_url(self.callback_url, event)
+            url = event_url(self.callback_url, event, self.style)
             self._queue.append(_Delivery(event, url, body, self._sequence, final))
             self._closed = final
             if self.thread is None:
@@ -362,6 +415,10 @@ class CallbackChannel:
             }
 
     def _run(self) -> None:
+        with logs.run_context(self.run_id):
+            self._deliver()
+
+    def _deliver(self) -> None:
         try:
             while True:
                 with self._cond:

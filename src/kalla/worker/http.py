@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,8 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from kalla import __version__
+from kalla import __version__, logs
 from kalla.errors import ConfigError, KallaError, RecipeError
+from kalla.extras import missing_extra
 from kalla.recipe.models import (
     CompletionCallback,
     ErrorCallback,
@@ -41,7 +43,8 @@ from kalla.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger("kalla.worker")
 
-CALLBACK_FLUSH = 5.0  # seconds final callbacks get to go out at shutdown
+CALLBACK_FLUSH = 5.0  # at shutdown, callbacks get what is left of the grace period, at most
+FINAL_FLUSH = 1.0  # this long after the last job ended, and at least this long (final events)
 
 
 class CallbackSink:
@@ -84,8 +87,14 @@ class Worker:
 
     def submit(self, request: JobRequest) -> dict[str, Any]:
         problems = check_callback_url(request.callback_url, self.settings.callback_allowed_hosts)
-        sink = CallbackSink(self.sender.channel(request.run_id, request.callback_url))
-        view, created = self.runner.submit(request.job(), sink, problems=problems)
+        style = request.callback_style or self.settings.callback_style
+        sink = CallbackSink(self.sender.channel(request.run_id, request.callback_url, style))
+        view, created = self.runner.submit(
+            request.job(),
+            sink,
+            problems=problems,
+            transport={"callback_url": request.callback_url, "callback_style": style},
+        )
         return {"run_id": view["run_id"], "status": "accepted" if created else view["status"]}
 
     def readiness(self) -> list[str]:
@@ -99,9 +108,14 @@ class Worker:
         return reasons
 
     def shutdown(self) -> None:
-        """Drain the runner, then give the last callbacks time to go out."""
+        """Drain the runner, then give the last callbacks what is left of the grace period
+        (``KALLA_WORKER_SHUTDOWN_GRACE``): at most ``CALLBACK_FLUSH`` seconds, at least
+        ``FINAL_FLUSH`` for the final events of jobs stopped at the grace deadline. No
+        callback is retried past that, so the worker exits and frees its port."""
+        began = time.monotonic()
         self.runner.shutdown()
-        self.sender.close(wait=CALLBACK_FLUSH)
+        grace_left = began + self.settings.worker_shutdown_grace - time.monotonic()
+        self.sender.close(wait=min(CALLBACK_FLUSH, max(grace_left, FINAL_FLUSH)))
 
 
 def create_worker_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +141,13 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(KallaError)
     async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(ImportError)
+    async def missing_driver(request: Request, exc: ImportError) -> JSONResponse:
+        error = missing_extra(exc)
+        if error is None:
+            raise exc
+        return await kalla_error(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -222,11 +243,7 @@ def serve(
             f"refusing to listen on {host}: beyond loopback the worker needs "
             "KALLA_CALLBACK_SECRET so that receivers can verify its callbacks"
         )
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per callback is noise
+    logs.configure(log_level, settings.log_format)
     if settings.nats_url:
         log.warning("NATS_URL is set, but this worker takes jobs over HTTP only so far")
     if settings.callback_secret is None:
@@ -238,6 +255,7 @@ def serve(
         port=port,
         log_level=log_level,
         access_log=access_log,
+        log_config=None,  # uvicorn's records go to the process's one handler (kalla.logs)
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

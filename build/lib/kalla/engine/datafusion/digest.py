@@ -1,0 +1,141 @@
+"""Content digests (kalla.evidence.digest) computed on DataFusion, on every core.
+
+One scan per table: DataFusion reads the Parquet file in parallel partitions; a vectorised
+Python UDF writes each batch's fixed fields (``evidence.digest.encode_fixed``: numpy, no
+per-row Python); DataFusion appends the string bytes (``concat`` of binaries) and hashes
+every row with SHA-256 in Rust; the 32-byte hashes stream back and are summed in numpy. The
+digest depends only on the rows, so it is the same for a file written by any engine, in any
+row order, layout or compression: the Spark engine can digest its outputs with this too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+from datafusion import DataFrame, SessionConfig, SessionContext, col, udf
+from datafusion import functions as f
+
+from kalla.engine.datafusion.results import quote_ident
+from kalla.errors import EvidenceError
+from kalla.evidence.digest import (
+    MODULUS,
+    TableDigest,
+    canonical_columns,
+    combine,
+    encode_fixed,
+    sum_hashes,
+)
+
+# Rows per batch handed to the encoder: large enough that its per-call overhead (~50 µs)
+# vanishes, small enough that a batch stays in the CPU caches' neighbourhood.
+_BATCH_ROWS = 65_536
+
+
+def _context() -> SessionContext:
+    config = (
+        SessionConfig()
+        .with_target_partitions(os.cpu_count() or 2)
+        .with_batch_size(_BATCH_ROWS)
+        .with_information_schema(False)
+        # plain strings, as the engine writes them: no Utf8View to convert back per batch
+        .set("datafusion.execution.parquet.schema_force_view_types", "false")
+        # Parquet's min/max leave NaN out; trusting them, DataFusion 55 reads a row group
+        # holding [1.0, NaN] as [1.0, 1.0] (apache/datafusion#24804). A digest reads every
+        # row anyway: no statistics.
+        .set("datafusion.execution.collect_statistics", "false")
+    )
+    return SessionContext(config)
+
+
+def _digest_frame(df: DataFrame, stop: threading.Event | None = None) -> TableDigest:
+    schema = df.schema()
+    columns = canonical_columns(schema)
+    empty = TableDigest.empty(columns)
+
+    failures: list[EvidenceError] = []
+
+    def encode(*arrays: pa.Array) -> pa.Array:
+        try:
+            return encode_fixed(arrays, columns)[0]
+        except EvidenceError as exc:  # DataFusion wraps it; re-raised as it is below
+            failures.append(exc)
+            raise
+
+    encoder = udf(encode, [field.type for field in schema], pa.binary(), "immutable", "encode")
+    values = [col(quote_ident(c.name)) for c in columns]
+    # the bytes of strings and binaries after the fixed fields; concat skips a NULL's
+    tails = [f.arrow_cast(v, "Binary") for v, c in zip(values, columns, strict=True) if c.variable]
+    row = f.concat(encoder(*values), *tails) if tails else encoder(*values)
+    hashed = df.select(f.sha256(row))
+    rows, total = 0, 0
+    try:
+        for stream in hashed.execute_stream_partitioned():
+            for batch in stream:
+                if stop is not None and stop.is_set():  # dropping the stream ends the scan
+                    raise CancelledError("digest cancelled")
+                hashes = batch.to_pyarrow().column(0)
+                rows += len(hashes)
+                total += sum_hashes(hashes)
+    except CancelledError:
+        raise
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
+    return TableDigest(empty.columns, rows, total % MODULUS)
+
+
+def digest_parquet(
+    paths: Path | Sequence[Path], *, stop: threading.Event | None = None
+) -> TableDigest:
+    """Digest of the rows of one Parquet file, or of several holding one table; ``stop``
+    set ends it between two batches (CancelledError)."""
+    parts = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    digests = []
+    for path in parts:
+        ctx = _context()
+        digests.append(_digest_frame(ctx.read_parquet(str(path)), stop))
+    return combine(digests)
+
+
+# One digest at a time: each already scans on every core (two at once took 4% more CPU
+# for the same three tables at 1M rows, and no less time).
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kalla-digest")
+
+
+_STOPS: weakref.WeakKeyDictionary[Future[TableDigest], threading.Event] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def digest_in_background(paths: Path | Sequence[Path]) -> Future[TableDigest]:
+    """``digest_parquet`` on the digest thread, while the caller goes on."""
+    stop = threading.Event()
+    future = _POOL.submit(digest_parquet, paths, stop=stop)
+    _STOPS[future] = stop
+    return future
+
+
+def stop_digests(futures: Iterable[Future[TableDigest]]) -> None:
+    """Stop background digests: a waiting one is cancelled, a running one ends at its next
+    batch."""
+    for future in futures:
+        future.cancel()
+        stop = _STOPS.get(future)
+        if stop is not None:
+            stop.set()
+
+
+def digest_table(table: pa.Table) -> TableDigest:
+    """Digest of an Arrow table in memory (no file written or read)."""
+    ctx = _context()
+    batches = table.to_batches(max_chunksize=_BATCH_ROWS) or [
+        pa.RecordBatch.from_pylist([], schema=table.schema)
+    ]
+    return _digest_frame(ctx.from_arrow(pa.Table.from_batches(batches, schema=table.schema)))

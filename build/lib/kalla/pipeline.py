@@ -1,0 +1,148 @@
+"""Stage both sources, then reconcile: the one function the CLI, worker and app all call."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kalla.connectors import StagedSource, stage_source
+from kalla.connectors.base import TableWriter
+from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
+from kalla.errors import RecipeError
+from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
+from kalla.settings import Settings, get_settings
+from kalla.suggest import did_you_mean
+
+StageProgress = Callable[[str, str | None, float], None]
+"""(stage, source alias or None, fraction done): "staging" per source, then "matching"."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What the pipeline needs to know about one side before staging it."""
+
+    alias: str
+    uri: str
+    primary_key: tuple[str, ...]
+    filters: tuple[FilterCondition, ...] = ()
+    expected_columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    spec: MatchSpec
+    left: SourceSpec
+    right: SourceSpec
+    output_dir: Path
+    recipe: Mapping[str, Any] | None = None
+    overwrite: bool = False
+    staging_dir: Path | None = None
+    options: EngineOptions | None = None
+
+
+def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[SourceSpec, SourceSpec]:
+    """Both sides of a recipe; file sources take their path from ``paths`` (alias -> path)."""
+    aliases = [recipe.sources.left.alias, recipe.sources.right.alias]
+    problems = [
+        f"--source names '{alias}', which is not a source of this recipe"
+        f"{did_you_mean(alias, aliases)}; its sources are: {', '.join(aliases)}"
+        for alias in paths
+        if alias not in aliases
+    ]
+    sides = []
+    for source in (recipe.sources.left, recipe.sources.right):
+        uri = paths.get(source.alias) or source.uri
+        if not uri:
+            problems.append(
+                f"source '{source.alias}' is a file source: give its file with "
+                f"--source {source.alias}=PATH"
+            )
+            uri = ""
+        sides.append(
+            SourceSpec(
+                alias=source.alias,
+                uri=uri,
+                primary_key=tuple(source.primary_key),
+                filters=tuple(source.filters),
+                expected_columns=tuple(source.schema_)
+                if source.is_file and source.schema_
+                else None,
+            )
+        )
+    if problems:
+        raise RecipeError("cannot run the recipe", problems=problems)
+    return sides[0], sides[1]
+
+
+def _stage(
+    side: SourceSpec,
+    staging_dir: Path,
+    progress: StageProgress,
+    settings: Settings,
+    writer: TableWriter,
+) -> StagedSource:
+    return stage_source(
+        side.uri,
+        alias=side.alias,
+        settings=settings,
+        staging_dir=staging_dir,
+        progress=lambda fraction: progress("staging", side.alias, fraction),
+        expected_columns=side.expected_columns,
+        filters=side.filters,
+        writer=writer,
+    )
+
+
+def run(
+    request: RunRequest,
+    *,
+    progress: StageProgress | None = None,
+    settings: Settings | None = None,
+) -> RunSummary:
+    """Stage both sources into the staging dir (written by the engine's Parquet writer),
+    reconcile on the engine the options name, and clean up what was staged."""
+    settings = settings or get_settings()
+    report: StageProgress = progress or (lambda stage, alias, fraction: None)
+    staging_dir = request.staging_dir or settings.staging_path
+    staged: list[StagedSource] = []
+    options = request.options or EngineOptions.from_settings(settings)
+    try:
+        with make_executor(options) as executor:
+            for side in (request.left, request.right):
+                staged.append(_stage(side, staging_dir, report, settings, executor.write_table))
+            inputs = [
+                SourceInput(
+                    alias=side.alias,
+                    path=s.path,
+                    primary_key=side.primary_key,
+                    filters=tuple(f for f in side.filters if f not in s.filters_applied),
+                    uri=s.uri,
+                    fingerprint=s.fingerprint,
+                )
+                for side, s in zip((request.left, request.right), staged, strict=True)
+            ]
+            return reconcile(
+                request.spec,
+                inputs[0],
+                inputs[1],
+                request.output_dir,
+                executor=executor,
+                recipe=request.recipe,
+                overwrite=request.overwrite,
+                progress=lambda stage, fraction: report(stage, None, fraction),
+            )
+    finally:
+        _remove_staged(staged, staging_dir)
+
+
+def _remove_staged(staged: Sequence[StagedSource], staging_dir: Path) -> None:
+    """Staged copies are scratch; a source registered where it lies is never touched."""
+    root = Path(staging_dir).resolve()
+    for s in staged:
+        path = s.path.resolve()
+        if path.is_relative_to(root):
+            with contextlib.suppress(OSError):
+                path.unlink()
