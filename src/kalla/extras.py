@@ -46,7 +46,11 @@ EXTRAS: dict[str, Extra] = {
         Extra("postgres", ("psycopg", "adbc_driver_postgresql"), "PostgreSQL sources"),
         Extra("mysql", ("pymysql", "connectorx"), "MySQL and MariaDB sources"),
         Extra("s3", ("boto3", "botocore"), "S3 sources (s3://bucket/key.csv or .parquet)"),
-        Extra("xlsx", ("python_calamine",), "Excel sources (.xlsx, .xlsm, .xls, .xlsb, .ods)"),
+        Extra(
+            "xlsx",
+            ("fastexcel", "python_calamine"),
+            "Excel sources (.xlsx, .xlsm, .xls, .xlsb, .ods)",
+        ),
         Extra(
             "server",
             (

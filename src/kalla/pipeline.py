@@ -10,10 +10,12 @@ from typing import Any
 
 from kalla.connectors import StagedSource, stage_source
 from kalla.connectors.base import TableWriter
+from kalla.connectors.format import FileFormat, Reading
 from kalla.connectors.registry import locate
 from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
 from kalla.errors import RecipeError
 from kalla.evidence.output import check_output_target
+from kalla.plan.compared import compared_columns
 from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
 from kalla.settings import Settings, get_settings
 from kalla.suggest import did_you_mean
@@ -31,6 +33,7 @@ class SourceSpec:
     primary_key: tuple[str, ...]
     filters: tuple[FilterCondition, ...] = ()
     expected_columns: tuple[str, ...] | None = None
+    format: FileFormat | None = None  # the recipe's format for a file source
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,25 @@ def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[Sourc
                 expected_columns=tuple(source.schema_)
                 if source.is_file and source.schema_
                 else None,
+                format=source.format,
             )
         )
     if problems:
         raise RecipeError("cannot run the recipe", problems=problems)
     return sides[0], sides[1]
+
+
+def readings(spec: MatchSpec, left: SourceSpec, right: SourceSpec) -> dict[str, Reading]:
+    """How each side is read: its format, and its key columns (its primary key and the
+    columns the SQL compares with ``=`` to the other side), typed alike on both sides."""
+    compared = compared_columns(spec, [left.alias, right.alias])
+    return {
+        side.alias: Reading(
+            format=side.format or FileFormat(),
+            key_columns=frozenset(side.primary_key) | compared[side.alias],
+        )
+        for side in (left, right)
+    }
 
 
 def _stage(
@@ -85,6 +102,7 @@ def _stage(
     progress: StageProgress,
     settings: Settings,
     writer: TableWriter,
+    reading: Reading,
 ) -> StagedSource:
     return stage_source(
         side.uri,
@@ -95,6 +113,7 @@ def _stage(
         expected_columns=side.expected_columns,
         filters=side.filters,
         writer=writer,
+        reading=reading,
     )
 
 
@@ -112,10 +131,20 @@ def run(
     check_output(request, staging_dir)
     staged: list[StagedSource] = []
     options = request.options or EngineOptions.from_settings(settings)
+    reading = readings(request.spec, request.left, request.right)
     try:
         with make_executor(options) as executor:
             for side in (request.left, request.right):
-                staged.append(_stage(side, staging_dir, report, settings, executor.write_table))
+                staged.append(
+                    _stage(
+                        side,
+                        staging_dir,
+                        report,
+                        settings,
+                        executor.write_table,
+                        reading[side.alias],
+                    )
+                )
             inputs = [
                 SourceInput(
                     alias=side.alias,

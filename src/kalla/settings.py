@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     engine: Literal["datafusion"] = Field(default="datafusion", alias="KALLA_ENGINE")
     content_digests: bool = Field(default=True, alias="KALLA_CONTENT_DIGESTS")
     log_format: Literal["text", "json"] = Field(default="text", alias="KALLA_LOG_FORMAT")
+    # file sources (README "Files as they come"): refused beyond these, by name, at once
+    max_columns: int = Field(default=1000, ge=1, alias="KALLA_MAX_COLUMNS")
+    max_field_size: int = Field(default=64 * 1024**2, ge=1024, alias="KALLA_MAX_FIELD_SIZE")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")
@@ -121,7 +124,9 @@ class Settings(BaseSettings):
     callback_max_age: float = Field(default=300.0, gt=0, alias="KALLA_CALLBACK_MAX_AGE")
     poll_interval: float = Field(default=15.0, gt=0, alias="KALLA_POLL_INTERVAL")
 
-    @field_validator("memory_limit", "max_upload_size", "job_memory_headroom", mode="before")
+    @field_validator(
+        "memory_limit", "max_upload_size", "job_memory_headroom", "max_field_size", mode="before"
+    )
     @classmethod
     def _parse_size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value

@@ -433,7 +433,7 @@ def test_run_refusals(app: App) -> None:
     _error(app.http.post("/api/runs", json={"recipe_id": "refusals", "version": 7}), 404)
     _error(app.http.post("/api/runs", json={"recipe": "refusals"}), 422)
     _error(app.http.post("/api/runs", content=b"x", headers={"content-type": "text/plain"}), 422)
-    odd = app.data / "invoices.txt"
+    odd = app.data / "invoices.docx"  # .txt is delimited text, read like a CSV
     odd.write_bytes(invoices.read_bytes())
     body = _error(upload(app.http, "refusals", {"invoices": odd, "payments": payments}), 422)
     assert "unsupported file type" in body["error"]

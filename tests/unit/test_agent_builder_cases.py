@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from kalla.cli import app
 from kalla.connectors import stage_source
+from kalla.connectors.format import Reading
 from kalla.settings import get_settings
 
 CASES_DIR = Path(__file__).parent.parent / "fixtures" / "builder"
@@ -77,7 +78,13 @@ def _key_column(table: pa.Table, alias: str, key: str) -> str:
 
 def _row_ids(path: Path, alias: str, key: list[str], ids: list[str], tmp: Path) -> dict[Any, Any]:
     """The recipe's primary key → the case's id columns, through each source row."""
-    staged = stage_source(str(path), alias=alias, staging_dir=tmp / "ids", settings=get_settings())
+    staged = stage_source(
+        str(path),
+        alias=alias,
+        staging_dir=tmp / "ids",
+        settings=get_settings(),
+        reading=Reading(key_columns=frozenset(key)),  # typed as the run types its keys
+    )
     rows = pq.read_table(staged.path).to_pylist()
     return {json.dumps(_id(r, key), default=str): _id(r, ids) for r in rows}
 

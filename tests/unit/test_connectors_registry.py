@@ -229,7 +229,7 @@ def test_missing_file(tmp_path: Path) -> None:
         ("payments.cvs", "did you mean '.csv'?"),
         ("payments.parqet", "did you mean '.parquet'?"),
         ("payments.jsn", "did you mean '.json'?"),
-        ("notes.txt", "unsupported file type '.txt'"),
+        ("notes.docx", "unsupported file type '.docx'"),
     ],
 )
 def test_unknown_extension_names_closest(tmp_path: Path, name: str, message: str) -> None:

@@ -85,7 +85,11 @@ def build_job(run: RunRow, recipe: Recipe, registered: Sequence[SourceRow]) -> J
                 raise RecipeError(f"file source '{source.alias}' has no uploaded file")
         else:
             uri = resolve_uri(source.uri or "", source.alias, registered)
-        resolved.append(ResolvedSource(alias=source.alias, uri=uri, filters=source.filters))
+        resolved.append(
+            ResolvedSource(
+                alias=source.alias, uri=uri, filters=source.filters, format=source.format
+            )
+        )
     return Job(
         run_id=run.id,
         match_sql=recipe.match_sql,

@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from kalla.app.errors import BadRequestError, IncompleteUploadError
 from kalla.connectors.base import check_expected_columns
+from kalla.connectors.format import FileFormat
 from kalla.connectors.registry import FILE_EXTENSIONS
 from kalla.errors import KallaError, PayloadTooLargeError, SourceError
 from kalla.runner.probe import source_columns
@@ -207,8 +208,14 @@ async def receive_form(request: Request, dest: Path, *, max_file_bytes: int) -> 
     return receiver.form
 
 
-def check_upload_schema(saved: SavedFile, expected: list[str] | None, settings: Settings) -> None:
-    """The uploaded file has every column the recipe's ``schema`` names (extra ones are fine).
+def check_upload_schema(
+    saved: SavedFile,
+    expected: list[str] | None,
+    settings: Settings,
+    fmt: FileFormat | None = None,
+) -> None:
+    """The uploaded file, read with the recipe's ``format`` for its source, has every column
+    the recipe's ``schema`` names (extra ones are fine).
 
     The file is read in a child process capped like a job's: a file built to crash or
     exhaust its reader (an XLSX claiming a cell at XFD1048576) fails this upload, not the app.
@@ -216,7 +223,11 @@ def check_upload_schema(saved: SavedFile, expected: list[str] | None, settings: 
     label = f"upload for source '{saved.alias}' ({saved.filename})"
     try:
         columns = source_columns(
-            str(saved.path), alias=saved.alias, settings=settings, what="the process reading it"
+            str(saved.path),
+            alias=saved.alias,
+            settings=settings,
+            what="the process reading it",
+            fmt=fmt,
         )
     except KallaError as exc:
         raise SourceError(f"{label}: {exc.message}") from None

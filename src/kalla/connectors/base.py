@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import pyarrow as pa
 
+from kalla.connectors.format import DEFAULT_READING, Reading
 from kalla.errors import OutputError, SourceError
 from kalla.hashing import Deferred, in_background, sha256_file
 from kalla.secrets import redact_uri
@@ -138,6 +139,7 @@ class Connector(ABC):
         self.settings = settings
         self.display_uri = redact_uri(uri)
         self.staging_dir: Path = settings.staging_path  # ``stage`` may be given another
+        self.reading: Reading = DEFAULT_READING  # the recipe's format and the key columns
 
     @classmethod
     def open(cls, location: Location, *, settings: Settings) -> Connector:
@@ -367,6 +369,16 @@ def check_unique_columns(names: Sequence[str], *, alias: str, uri: str) -> None:
         raise SourceError(
             f"source '{alias}' ({uri}) has columns without a name (position "
             f"{', '.join(blank)}); give every column a header"
+        )
+
+
+def check_column_count(count: int, *, label: str, settings: Settings) -> None:
+    """A source wider than ``KALLA_MAX_COLUMNS`` is refused before it is read (reading and
+    planning cost grows faster than the column count)."""
+    if count > settings.max_columns:
+        raise SourceError(
+            f"{label}: {count} columns, more than the {settings.max_columns} allowed; "
+            "raise KALLA_MAX_COLUMNS to read it"
         )
 
 

@@ -1,7 +1,9 @@
 """JSON files: an array of objects (``.json``) or one object per line (``.ndjson``/``.jsonl``).
 
-Numbers are kept as the text written in the file and typed by the CSV rules, so ``19.99``
-stages as an exact decimal; nested objects and arrays stay JSON text.
+UTF-8 (with or without a byte order mark) or UTF-16/32 with one, or the encoding the
+source's ``format`` names. Numbers are kept as the text written in the file and typed by the
+CSV rules (``csv_types``, key columns and ``format.types`` included), so ``19.99`` stages as
+an exact decimal; nested objects and arrays stay JSON text.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from kalla.connectors.base import FileConnector, Filter, Progress
-from kalla.connectors.csv_types import infer_table
+from kalla.connectors.base import FileConnector, Filter, Progress, check_column_count
+from kalla.connectors.csv_types import TypingRules, infer_table
+from kalla.connectors.encoding import Encoding, detect, read_head
 from kalla.errors import SourceError
 
 
@@ -25,6 +28,7 @@ class JsonConnector(FileConnector):
     kind = "json"
     _records: list[dict[str, Any]] | None = None
     _names: list[str] | None = None
+    _places: tuple[str, ...] = ()  # where each record is ("element 3", "line 7")
 
     def _load(self) -> tuple[list[dict[str, Any]], list[str]]:
         if self._records is None or self._names is None:
@@ -32,14 +36,22 @@ class JsonConnector(FileConnector):
             names: dict[str, None] = {}
             for record in records:
                 names.update(dict.fromkeys(record))
+            check_column_count(len(names), label=self.label, settings=self.settings)
             self._records, self._names = records, list(names)
         return self._records, self._names
 
     def _parse(self) -> list[dict[str, Any]]:
+        encoding = detect(read_head(self.path, 4096), self.reading.format.encoding)
+        if encoding.name in ("cp1252", "latin-1") and not encoding.given:
+            encoding = Encoding("utf-8")  # JSON is Unicode: no guessing a code page
         try:
-            text = self.path.read_text(encoding="utf-8-sig")
+            raw = self.path.read_bytes()[encoding.bom :]
+            text = raw.decode(encoding.name)
         except UnicodeDecodeError as exc:
-            raise SourceError(f"{self.label}: the file is not valid UTF-8") from exc
+            raise SourceError(
+                f"{self.label}: the file is not valid {encoding.shown} (byte {exc.start}); "
+                "save it as UTF-8 or give the source's format its encoding"
+            ) from None
         stripped = text.lstrip()
         if not stripped:
             raise SourceError(f"{self.label}: the file is empty")
@@ -49,6 +61,7 @@ class JsonConnector(FileConnector):
                 raise SourceError(f"{self.label}: expected an array of objects")
             items = list(enumerate(records, start=1))
             where = "element"
+            self._places = tuple(f"element {n}" for n, _ in items)
         else:
             items = [
                 (number, self._loads(line, line=number))
@@ -56,6 +69,7 @@ class JsonConnector(FileConnector):
                 if line.strip()
             ]
             where = "line"
+            self._places = tuple(f"line {n}" for n, _ in items)
         for number, record in items:
             if not isinstance(record, dict):
                 raise SourceError(
@@ -81,7 +95,11 @@ class JsonConnector(FileConnector):
             name: pa.array([_text(record.get(name)) for record in records], pa.string())
             for name in names
         }
-        return infer_table(pa.table(columns))
+        places = self._places
+        rules = TypingRules.of(
+            self.reading, label=self.label, where=lambda _column, index: places[index]
+        )
+        return infer_table(pa.table(columns), rules)
 
 
 def _text(value: Any) -> str | None:

@@ -14,6 +14,7 @@ from kalla.connectors.base import (
     Filter,
     Progress,
     SupportsLimitedRead,
+    check_column_count,
     check_unique_columns,
 )
 from kalla.errors import SourceError
@@ -50,6 +51,7 @@ class ParquetConnector(FileConnector, SupportsLimitedRead):
 
     def columns(self) -> list[str]:
         names = list(self.schema().names)
+        check_column_count(len(names), label=self.label, settings=self.settings)
         check_unique_columns(names, alias=self.alias, uri=self.shown)
         return names
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         StagedSource,
         TableWriter,
     )
+    from kalla.connectors.format import Reading
     from kalla.settings import Settings
 
 FILE_TYPE = "file"
@@ -106,7 +107,7 @@ KINDS: tuple[SourceKind, ...] = (
         title="CSV",
         recipe_type=FILE_TYPE,
         connector="kalla.connectors.csv:CsvConnector",
-        extensions=(".csv",),
+        extensions=(".csv", ".tsv", ".tab", ".txt"),
         capabilities=Capabilities(schema_probe=True),
         example="payments.csv",
     ),
@@ -167,7 +168,7 @@ KINDS: tuple[SourceKind, ...] = (
         recipe_type="s3",
         connector="kalla.connectors.s3:S3Connector",
         schemes=("s3",),
-        extensions=(".csv", ".parquet", ".pq"),
+        extensions=(".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq"),
         extra=EXTRAS["s3"],
         capabilities=Capabilities(secrets_in_uri=True),
         example="s3://bucket/exports/payments.csv",
@@ -347,12 +348,27 @@ def _check_options(kind: SourceKind, options: Mapping[str, Any], *, alias: str, 
             )
 
 
-def connector_for(uri: str, *, alias: str, settings: Settings) -> Connector:
+def connector_for(
+    uri: str, *, alias: str, settings: Settings, reading: Reading | None = None
+) -> Connector:
     """The connector that reads ``uri``: a SourceError naming the closest valid scheme,
     extension or option if there is none, a MissingDependencyError naming the extra (and
-    the pip command) if its drivers are not installed."""
+    the pip command) if its drivers are not installed. ``reading`` carries the recipe's
+    ``format`` for the source and its key columns (``connectors.format``)."""
     location = locate(uri, alias=alias)
-    return location.kind.connector_class().open(location, settings=settings)
+    if reading is not None and not reading.format.is_default and not _reads_files(location.kind):
+        raise SourceError(
+            f"source '{alias}': a format applies to files; {location.kind.title} sources "
+            "have types of their own"
+        )
+    connector = location.kind.connector_class().open(location, settings=settings)
+    if reading is not None:
+        connector.reading = reading
+    return connector
+
+
+def _reads_files(kind: SourceKind) -> bool:
+    return not kind.persistent or bool(kind.extensions)  # a local file, or an object store
 
 
 def stage_source(
@@ -365,10 +381,12 @@ def stage_source(
     expected_columns: Sequence[str] | None = None,
     filters: Sequence[Filter] = (),
     writer: TableWriter | None = None,
+    reading: Reading | None = None,
 ) -> StagedSource:
     """Stage one source as Parquet for the engine (see ``Connector.stage`` for the flow);
-    ``writer`` writes the staged file (the pipeline passes its executor's)."""
-    connector = connector_for(uri, alias=alias, settings=settings)
+    ``writer`` writes the staged file (the pipeline passes its executor's); ``reading``
+    is the recipe's format for it and its key columns."""
+    connector = connector_for(uri, alias=alias, settings=settings, reading=reading)
     return connector.stage(
         staging_dir,
         progress=progress,
@@ -387,9 +405,10 @@ def preview_source(
     staging_dir: Path | None = None,
     expected_columns: Sequence[str] | None = None,
     filters: Sequence[Filter] = (),
+    reading: Reading | None = None,
 ) -> SourcePreview:
     """The first ``rows`` rows of a source, through the staging flow (``Connector.preview``)."""
-    connector = connector_for(uri, alias=alias, settings=settings)
+    connector = connector_for(uri, alias=alias, settings=settings, reading=reading)
     return connector.preview(
         rows, staging_dir=staging_dir, expected_columns=expected_columns, filters=filters
     )

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from kalla.connectors.base import Connector, Filter, Progress, staged_path
-from kalla.connectors.csv import CsvConnector
+from kalla.connectors.csv import TEXT_SUFFIXES, CsvConnector
 from kalla.connectors.parquet import ParquetConnector
 from kalla.errors import SourceError, SourceUnavailableError
 from kalla.secrets import MASK, resolve_env
@@ -74,7 +74,8 @@ class S3Connector(Connector):
         userinfo, at, bucket = parts.netloc.rpartition("@")
         self.bucket = resolve_env(bucket, alias=alias)
         self.key = resolve_env(unquote(parts.path.lstrip("/")), alias=alias)
-        self.is_csv = self.key.lower().endswith(".csv")
+        self.suffix = Path(self.key).suffix.lower()
+        self.is_csv = self.suffix in TEXT_SUFFIXES
         self._userinfo = userinfo if at else None  # resolved only when the object is fetched
         if self._userinfo is not None and ":" not in self._userinfo:
             raise SourceError(  # not naming the URI: what stands before @ may be the secret
@@ -92,7 +93,7 @@ class S3Connector(Connector):
         with self._lock:
             if self._local is not None:
                 return
-            suffix = ".csv" if self.is_csv else ".parquet"
+            suffix = self.suffix if self.is_csv else ".parquet"
             staged = staged_path(self.staging_dir, self.alias)  # sanitised name, dir made
             target = staged.with_name(f".{staged.stem}.download{suffix}")
             self._fetch(target, progress)
@@ -109,6 +110,7 @@ class S3Connector(Connector):
                 path=target,
                 shown=self.display_uri,
             )
+            self._local.reading = self.reading  # the recipe's format applies to the object
 
     def columns(self) -> list[str]:
         return self._connector().columns()

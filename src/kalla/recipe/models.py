@@ -2,7 +2,7 @@
 
 The seed contracts are binding: field names, nesting and the callback payloads are kept as
 the seeds show them. Kalla's extensions (``passes``, ``cardinality``, ``rank_by``, source
-``filters``) are optional, so every seed example parses unchanged.
+``filters`` and ``format``) are optional, so every seed example parses unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kalla.connectors.format import FileFormat
 from kalla.connectors.registry import (
     FILE_TYPE,
     LOCAL_SCHEMES,
@@ -101,6 +102,10 @@ class RecipeSource(Frozen):
     schema_: list[str] | None = Field(default=None, alias="schema")
     primary_key: list[str] = Field(min_length=1)
     filters: list[FilterCondition] = Field(default_factory=list)
+    format: FileFormat | None = Field(
+        default=None,
+        description="how to read the file (connectors.format): what is left out is detected",
+    )
 
     _alias = field_validator("alias")(_check_alias)
 
@@ -125,6 +130,11 @@ class RecipeSource(Frozen):
             raise ValueError(f"source '{self.alias}' of type '{self.type}' needs a 'uri'")
         if self.uri:
             self._uri_fits_type(self.uri)
+        if self.format is not None and not any(k.extensions for k in self.kinds):
+            raise ValueError(
+                f"source '{self.alias}' of type '{self.type}' has a 'format'; a format applies "
+                "to files (type 'file', or an object store's file)"
+            )
         if self.schema_ is not None:
             missing = [k for k in self.primary_key if k not in self.schema_]
             if missing:
@@ -226,6 +236,7 @@ class ResolvedSource(Frozen):
     alias: str
     uri: str = Field(min_length=1)
     filters: list[FilterCondition] = Field(default_factory=list)
+    format: FileFormat | None = None  # Kalla's extension: how to read a file source
 
     _alias = field_validator("alias")(_check_alias)
 

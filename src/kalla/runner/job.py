@@ -290,6 +290,7 @@ def run_job(
                 uri=source.uri,
                 primary_key=tuple(request.primary_keys[source.alias]),
                 filters=tuple(source.filters),
+                format=source.format,
             )
             for source in request.sources
         )

@@ -8,22 +8,31 @@ from typing import Any
 import pyarrow as pa
 
 from kalla.connectors import connector_for
+from kalla.connectors.format import FileFormat, Reading
 from kalla.connectors.registry import preview_source
 from kalla.runner.child import run_in_child
 from kalla.settings import Settings
 
 
-def _columns(channel: Any, uri: str, alias: str, settings: Settings) -> list[str]:
-    return connector_for(uri, alias=alias, settings=settings).columns()
+def _columns(
+    channel: Any, uri: str, alias: str, settings: Settings, fmt: FileFormat | None
+) -> list[str]:
+    reading = Reading(format=fmt) if fmt is not None else None
+    return connector_for(uri, alias=alias, settings=settings, reading=reading).columns()
 
 
-def source_columns(uri: str, *, alias: str, settings: Settings, what: str) -> list[str]:
-    """The column names of a source, read in a child capped like a job's process.
+def source_columns(
+    uri: str, *, alias: str, settings: Settings, what: str, fmt: FileFormat | None = None
+) -> list[str]:
+    """The column names of a source, read in a child capped like a job's process, with the
+    recipe's ``format`` for it (lines to skip, a sheet).
 
     ``what`` names the reader in an error ("reading the upload"). A KallaError of the
     connector is raised as it is; a crash or the memory cap raise one naming the cause.
     """
-    columns: list[str] = run_in_child(_columns, uri, alias, settings, settings=settings, what=what)
+    columns: list[str] = run_in_child(
+        _columns, uri, alias, settings, fmt, settings=settings, what=what
+    )
     return columns
 
 

@@ -244,7 +244,7 @@ def check_sources(recipe: Recipe, form: RunForm, registered: Any, settings: Sett
             f"the uploads do not fit recipe '{recipe.recipe_id}'", problems=problems
         )
     for alias, saved in form.files.items():
-        check_upload_schema(saved, wanted[alias].schema_, settings)
+        check_upload_schema(saved, wanted[alias].schema_, settings, wanted[alias].format)
     for source in (recipe.sources.left, recipe.sources.right):
         if not source.is_file:
             resolve_uri(source.uri or "", source.alias, registered)
