@@ -238,3 +238,27 @@ def test_parquet_codecs_are_normalised(
 
     monkeypatch.setenv("KALLA_PARQUET_COMPRESSION", given)
     assert Settings().parquet_compression == kept
+
+
+@pytest.mark.parametrize("name", ["runs[1]", "a*b", "what?", "{x,y}", "two words"])
+def test_paths_with_glob_characters_are_paths(tmp_path: Path, name: str) -> None:
+    """DataFusion reads a plain path with glob characters as a pattern: ``runs[1]`` found no
+    input and wrote outputs under random names into the parent. Every file Kalla hands the
+    engine, inputs, staging and outputs, is exactly the one named."""
+    base = tmp_path / name
+    base.mkdir()
+    for source in ("recipe.json", "invoices.csv", "payments.csv"):
+        (base / source).write_bytes((CASE / source).read_bytes())
+    args = ["run", str(base / "recipe.json"), "--output", str(base / "out")]
+    args += ["--source", f"invoices={base / 'invoices.csv'}"]
+    args += ["--source", f"payments={base / 'payments.csv'}", "--json"]
+    result = kalla(*args, cwd=base)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["matched_count"] == 2
+    outputs = sorted(p.name for p in (base / "out").iterdir())
+    assert outputs == sorted(
+        ["matched.parquet", "unmatched_left.parquet", "unmatched_right.parquet", "manifest.json"]
+    )
+    assert not list(tmp_path.glob("*.parquet"))  # nothing written beside the folder
+    verified = kalla("verify", str(base / "out"), cwd=base)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

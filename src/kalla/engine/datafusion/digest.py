@@ -22,6 +22,7 @@ from datafusion import DataFrame, SessionConfig, SessionContext, col, udf
 from datafusion import functions as f
 
 from kalla.engine.datafusion.results import quote_ident
+from kalla.engine.datafusion.session import location
 from kalla.errors import EvidenceError
 from kalla.evidence.digest import (
     MODULUS,
@@ -100,7 +101,7 @@ def digest_parquet(
     digests = []
     for path in parts:
         ctx = _context()
-        digests.append(_digest_frame(ctx.read_parquet(str(path)), stop))
+        digests.append(_digest_frame(ctx.read_parquet(location(path)), stop))
     return combine(digests)
 
 

@@ -22,7 +22,13 @@ from sqlglot import exp
 
 from kalla.engine.datafusion.digest import digest_in_background, stop_digests
 from kalla.engine.datafusion.errors import translate
-from kalla.engine.datafusion.session import make_context, partitions, prefer_hash_join, read_only
+from kalla.engine.datafusion.session import (
+    location,
+    make_context,
+    partitions,
+    prefer_hash_join,
+    read_only,
+)
 from kalla.engine.executor import EngineOptions, Executor
 from kalla.errors import JobCancelled, OutputError, SqlError
 from kalla.evidence.digest import TableDigest
@@ -100,7 +106,7 @@ class DataFusionExecutor(Executor):
         return query.sql(dialect=RecipeSQL, identify=True)
 
     def register_parquet(self, name: str, path: Path, *, what: str) -> pa.Schema:
-        self._run(what, self._ctx.register_parquet, name, str(path))
+        self._run(what, self._ctx.register_parquet, name, location(path))
         if self._hash_join is None:
             self._rows_registered += pq.ParquetFile(path).metadata.num_rows
         return self._ctx.table(name).schema()
@@ -115,7 +121,7 @@ class DataFusionExecutor(Executor):
 
     def write(self, query: exp.Query, path: Path, *, what: str) -> int:
         frame = self._frame(query, what)
-        self._run(what, frame.write_parquet, str(path), self._output_options)
+        self._run(what, frame.write_parquet, location(path), self._output_options)
         if not path.exists():  # DataFusion writes nothing for an empty result
             codec, level = parquet_codec(self.options.compression)
             empty = pa.Table.from_batches([], schema=frame.schema())
@@ -148,7 +154,7 @@ class DataFusionExecutor(Executor):
         )
         frame = ordered.from_arrow(table)
         try:
-            self._run(str(path), frame.write_parquet_with_options, str(path), options)
+            self._run(str(path), frame.write_parquet_with_options, location(path), options)
         except SqlError as exc:  # no SQL here: the file could not be written
             raise OutputError(f"cannot write {exc.message}") from None
 

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 from datafusion import DataFrame, SessionContext, col, lit
 from datafusion import functions as f
 
+from kalla.engine.datafusion.session import location
+
 COMPARISONS = ("eq", "neq", "gt", "gte", "lt", "lte")
 
 
@@ -30,7 +32,7 @@ class ParquetView:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.schema: pa.Schema = pq.read_schema(self.path)
-        self._frame: DataFrame = SessionContext().read_parquet(str(path))
+        self._frame: DataFrame = SessionContext().read_parquet(location(path))
 
     def _with(self, frame: DataFrame, schema: pa.Schema | None = None) -> ParquetView:
         view = object.__new__(ParquetView)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
@@ -26,6 +27,15 @@ _CONFIG = {
     "datafusion.sql_parser.map_string_types_to_utf8view": "false",
     "datafusion.optimizer.expand_views_at_output": "true",
 }
+
+
+def location(path: str | os.PathLike[str]) -> str:
+    """The ``file://`` URL DataFusion should read or write for a local path.
+
+    A plain path holding ``[``, ``*``, ``?`` or ``{`` is a glob to DataFusion: reading
+    ``runs[1]/x.parquet`` finds nothing, and writing it puts a randomly named file in
+    ``runs``'s parent. A percent-encoded URL names exactly the one file."""
+    return Path(path).absolute().as_uri()
 
 
 def prefer_hash_join(options: EngineOptions, rows: int) -> bool:
