@@ -48,6 +48,7 @@ from kalla.plan import (
     probe,
     source_table,
 )
+from kalla.plan.keys import DUPLICATES_SHOWN
 from kalla.plan.layout import MATCH_PASS
 from kalla.recipe.models import FilterCondition, MatchSpec
 from kalla.settings import parquet_codec
@@ -65,6 +66,7 @@ class SourceInput:
     filters: tuple[FilterCondition, ...] = ()  # the ones the source did not apply itself
     uri: str = ""  # redacted; for the manifest
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    allow_duplicate_keys: bool = False  # else a repeated primary key stops the run
 
 
 def _rows(path: Path) -> int:
@@ -98,6 +100,7 @@ def plan_run(
                 primary_key=side.primary_key,
                 filters=side.filters,
                 decimals=decimals,
+                allow_duplicate_keys=side.allow_duplicate_keys,
             )
         )
     return build_plan(spec, inputs[0], inputs[1])
@@ -169,6 +172,22 @@ class _Run:
             what = f"source '{source.alias}'"
             rows = source.rows if source.count is None else self.count(source.count, what)
             self.input_rows[source.alias] = rows
+        for source in self.plan.sources:
+            if source.unique_keys is not None:
+                self.check_unique(source, source.unique_keys)
+
+    def check_unique(self, source: SourcePlan, query: Any) -> None:
+        """The primary key must be unique in the source (after its filters): a repeated key
+        is an error in the data, not a match to decide (``allow_duplicate_keys`` lets it)."""
+        dupes = self.executor.fetch(query, what=f"source '{source.alias}'").to_pylist()
+        if not dupes:
+            return
+        key = ", ".join(source.primary_key)
+        raise DataIntegrityError(
+            f"the primary key ({key}) of source '{source.alias}' is not unique: "
+            f"{_shown(dupes, source.primary_key)}. Fix the data, name a key that is unique, or "
+            f"set allow_duplicate_keys: true on the source to run anyway"
+        )
 
     # --- 2. match passes --------------------------------------------------------------
 
@@ -269,12 +288,9 @@ class _Run:
             f"!= {total.matched_keys} matched keys + {total.unmatched_rows} unmatched rows"
         )
         if dupes:
-            shown = "; ".join(
-                ", ".join(f"{k}={row[k]!r}" for k in key) + f" ({row['n']} rows)" for row in dupes
-            )
             return DataIntegrityError(
                 f"{head}. The primary key ({', '.join(key)}) is not unique in source "
-                f"'{source.alias}'; duplicate keys include: {shown}"
+                f"'{source.alias}'; {_shown(dupes, key)}"
             )
         return DataIntegrityError(
             f"{head}. The match output contains {source.alias} keys that are not in the source "
@@ -291,6 +307,15 @@ class _Run:
             if not total.holds:
                 raise self.explain_totals(total, source)
         return totals
+
+
+def _shown(dupes: Sequence[Mapping[str, Any]], key: Sequence[str]) -> str:
+    """The duplicate keys found, most repeated first, with their rows."""
+    shown = "; ".join(
+        ", ".join(f"{k}={row[k]!r}" for k in key) + f" ({row['n']} rows)" for row in dupes
+    )
+    more = " (and maybe more)" if len(dupes) >= DUPLICATES_SHOWN else ""
+    return f"duplicate keys{more}: {shown}"
 
 
 def reconcile(
@@ -387,6 +412,7 @@ def reconcile(
                     "alias": s.alias,
                     "uri": s.uri,
                     "primary_key": list(s.primary_key),
+                    "allow_duplicate_keys": s.allow_duplicate_keys,
                     "filters": [f.to_dict() for f in s.filters],
                     "rows": run.input_rows[s.alias],
                     "fingerprint": dict(s.fingerprint),

@@ -64,6 +64,7 @@ class PlanInput:
     primary_key: tuple[str, ...]
     filters: tuple[FilterCondition, ...] = ()
     decimals: Mapping[str, pa.DataType] = field(default_factory=dict)  # floats.exact_types
+    allow_duplicate_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class SourcePlan:
     columns: tuple[str, ...]  # the base's columns (what the SQL sees under the alias)
     decimals: Mapping[str, str]  # float column -> the decimal type it is read as
     duplicate_keys: exp.Select  # the most repeated keys (explains failed control totals)
+    unique_keys: exp.Select | None = None  # run before the passes: no row = a unique key
 
 
 @dataclass(frozen=True)
@@ -287,4 +289,7 @@ def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> So
         columns=tuple(schema.names),
         decimals={name: str(kind) for name, kind in side.decimals.items()},
         duplicate_keys=key_steps.duplicate_keys(base, side.primary_key),
+        unique_keys=None
+        if side.allow_duplicate_keys
+        else key_steps.duplicate_keys(base, side.primary_key),
     )
