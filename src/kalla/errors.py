@@ -67,6 +67,13 @@ class SqlError(RecipeError):
     kind = "sql"
 
 
+class TypeMismatchError(SqlError):
+    """``match_sql`` compares columns of different types (text with a number, a zoned with a
+    zone-less timestamp …) that only an implicit cast could compare; the CAST to write."""
+
+    kind = "type_mismatch"
+
+
 class SourceError(KallaError):
     """A source cannot be read: missing file, malformed data, wrong schema."""
 

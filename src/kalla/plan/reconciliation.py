@@ -27,6 +27,7 @@ from sqlglot import exp
 from kalla.errors import RecipeError, SqlError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.plan import keys as key_steps
+from kalla.plan.casts import check_comparisons
 from kalla.plan.filters import predicates
 from kalla.plan.layout import MatchLayout, plan_pass
 from kalla.plan.sql import aliased, column, conjunction, count_rows, parse_query, rewrite_tolerance
@@ -148,7 +149,8 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
     passes: list[PassPlan] = []
     for index, match in enumerate(specs):
         where = "match_sql" if match.name == "match_sql" else f"pass '{match.name}'"
-        tree = rewrite_tolerance(parse_query(match.match_sql, where), where)
+        parsed = parse_query(match.match_sql, where)
+        tree = rewrite_tolerance(parsed.copy(), where)
         query, layout = plan_pass(
             tree,
             sources={s.alias: s.columns for s in sources},
@@ -156,6 +158,7 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
             pass_name=match.name,
             where=where,
         )
+        check_comparisons(parsed, {s.alias: _base_schema(s) for s in (left, right)}, where)
         ranking = None
         if one_to_one:
             assert spec.rank_by is not None
@@ -241,12 +244,7 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
     problems: list[str] = []
     planned = []
     for side in (left, right):
-        schema = pa.schema(
-            [
-                f.with_type(side.decimals[f.name]) if f.name in side.decimals else f
-                for f in side.schema
-            ]
-        )
+        schema = _base_schema(side)
         for key in side.primary_key:
             if key not in schema.names:
                 problems.append(
@@ -262,6 +260,13 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
             problems=problems,
         )
     return planned[0], planned[1]
+
+
+def _base_schema(side: PlanInput) -> pa.Schema:
+    """The columns as the passes see them: float columns holding decimals as decimals."""
+    return pa.schema(
+        [f.with_type(side.decimals[f.name]) if f.name in side.decimals else f for f in side.schema]
+    )
 
 
 def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> SourcePlan:
