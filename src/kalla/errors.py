@@ -74,6 +74,13 @@ class TypeMismatchError(SqlError):
     kind = "type_mismatch"
 
 
+class CandidateLimitError(RecipeError):
+    """A pass yields more candidate pairs than ``KALLA_MAX_CANDIDATES`` allows: its join
+    condition does not narrow the pairs (``ON true``, a tolerance alone)."""
+
+    kind = "candidate_limit"
+
+
 class SourceError(KallaError):
     """A source cannot be read: missing file, malformed data, wrong schema."""
 

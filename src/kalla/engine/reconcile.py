@@ -31,7 +31,7 @@ from sqlglot import exp
 from kalla.engine.executor import Executor
 from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
-from kalla.errors import DataIntegrityError, SqlError
+from kalla.errors import CandidateLimitError, DataIntegrityError, SqlError
 from kalla.evidence.digest import TableDigest
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
@@ -103,7 +103,7 @@ def plan_run(
                 allow_duplicate_keys=side.allow_duplicate_keys,
             )
         )
-    return build_plan(spec, inputs[0], inputs[1])
+    return build_plan(spec, inputs[0], inputs[1], max_candidates=executor.options.max_candidates)
 
 
 def combine(parts: Sequence[Path], target: Path, compression: str) -> int:
@@ -206,7 +206,15 @@ class _Run:
             {"step": f"match:{step.name}", "sql": step.sql, "executed": executor.render(step.query)}
         )
         candidates = self.root / step.candidates
-        candidate_count = executor.write(step.query, candidates, what=where)
+        candidate_count = executor.write(step.capped, candidates, what=where)
+        if candidate_count > step.max_candidates:
+            raise CandidateLimitError(
+                f"{where} yields more than {step.max_candidates:,} candidate pairs "
+                f"(inputs: {rows_in[self.plan.sources[0].alias]:,} and "
+                f"{rows_in[self.plan.sources[1].alias]:,} rows): its join condition does not "
+                "narrow the pairs enough. Join on a key (an = between the sources) or a "
+                "tighter condition, or raise KALLA_MAX_CANDIDATES"
+            )
         executor.register_parquet(step.stats_table, candidates, what=where)
         # one aggregation per side gives both the distinct keys (control totals) and the
         # keys in more than one row (ambiguity); 1:1 counts ambiguity among candidates

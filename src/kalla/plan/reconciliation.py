@@ -30,7 +30,15 @@ from kalla.plan import keys as key_steps
 from kalla.plan.casts import check_comparisons
 from kalla.plan.filters import predicates
 from kalla.plan.layout import MatchLayout, plan_pass
-from kalla.plan.sql import aliased, column, conjunction, count_rows, parse_query, rewrite_tolerance
+from kalla.plan.sql import (
+    aliased,
+    column,
+    conjunction,
+    count_rows,
+    ident,
+    parse_query,
+    rewrite_tolerance,
+)
 from kalla.plan.sql import table as relation
 from kalla.plan.types import sql_type
 from kalla.recipe.models import Cardinality, FilterCondition, MatchSpec
@@ -98,6 +106,8 @@ class PassPlan:
     where: str  # how messages name it: "match_sql" or "pass '<name>'"
     sql: str  # as the recipe wrote it
     query: exp.Query  # as it runs
+    capped: exp.Query  # the query as written: at most ``max_candidates`` + 1 rows
+    max_candidates: int
     layout: MatchLayout
     views: Mapping[str, exp.Select]  # source alias -> the records no earlier pass matched
     counts: Mapping[str, exp.Select] | None  # rows in each view (None: the input rows)
@@ -139,10 +149,36 @@ class ReconciliationPlan:
         return next(s for s in self.sources if s.alias == alias)
 
 
-def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> ReconciliationPlan:
+CANDIDATES_PER_ROW = 10
+MIN_CANDIDATES = 1_000_000
+
+
+def candidate_cap(left_rows: int, right_rows: int, setting: int = 0) -> int:
+    """The candidate pairs one pass may produce: the setting, else proportional to the
+    inputs (a many-to-many match rarely pairs a record with more than a few others)."""
+    if setting:
+        return setting
+    return max(CANDIDATES_PER_ROW * (left_rows + right_rows), MIN_CANDIDATES)
+
+
+def capped(query: exp.Query, limit: int) -> exp.Select:
+    """``query``'s rows, at most ``limit``: a runaway join stops there instead of
+    materialising every pair (the engine stops the join once the limit is reached)."""
+    return (
+        exp.select(exp.Star())
+        .from_(exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=ident("__capped"))))
+        .limit(limit)
+    )
+
+
+def build_plan(
+    spec: MatchSpec, left: PlanInput, right: PlanInput, *, max_candidates: int = 0
+) -> ReconciliationPlan:
     """The plan for ``spec`` on two registered inputs; every problem with the recipe's fit to
-    its sources in one RecipeError, then the first problem of each pass's SQL as a SqlError."""
+    its sources in one RecipeError, then the first problem of each pass's SQL as a SqlError.
+    ``max_candidates``: the candidate pairs a pass may produce (0: ``candidate_cap``'s)."""
     sources = _sources(left, right)
+    cap = candidate_cap(left.rows, right.rows, max_candidates)
     one_to_one = spec.cardinality is Cardinality.ONE_TO_ONE
     specs = spec.match_passes()
     single = len(specs) == 1
@@ -174,6 +210,8 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
                 where=where,
                 sql=match.match_sql,
                 query=query,
+                capped=capped(query, cap + 1),
+                max_candidates=cap,
                 layout=layout,
                 views={
                     s.alias: key_steps.unmatched(
