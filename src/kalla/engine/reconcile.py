@@ -48,6 +48,7 @@ from kalla.plan import (
     probe,
     source_table,
 )
+from kalla.plan.floats import non_finite_counts
 from kalla.plan.keys import DUPLICATES_SHOWN
 from kalla.plan.layout import MATCH_PASS
 from kalla.recipe.models import FilterCondition, MatchSpec
@@ -86,12 +87,14 @@ def plan_run(
     inputs = []
     for side, schema in zip(sides, schemas, strict=True):
         floats = float_columns(schema)
-        decimals = {}
+        decimals: dict[str, pa.DataType] = {}
+        non_finite: dict[str, int] = {}
         if floats:
             found = executor.fetch(
                 probe(source_table(side.alias), floats), what=f"source '{side.alias}'"
-            )
-            decimals = exact_types(floats, found.slice(0, 1).to_pylist()[0])
+            ).to_pylist()[0]
+            decimals = exact_types(floats, found)
+            non_finite = non_finite_counts(floats, found)
         inputs.append(
             PlanInput(
                 alias=side.alias,
@@ -100,6 +103,7 @@ def plan_run(
                 primary_key=side.primary_key,
                 filters=side.filters,
                 decimals=decimals,
+                non_finite=non_finite,
                 allow_duplicate_keys=side.allow_duplicate_keys,
             )
         )
@@ -425,6 +429,7 @@ def reconcile(
                     "rows": run.input_rows[s.alias],
                     "fingerprint": dict(s.fingerprint),
                     "floats_as_decimals": dict(plan.source(s.alias).decimals),
+                    "floats_non_finite_as_null": dict(plan.source(s.alias).non_finite),
                 }
                 for s in (left, right)
             ],

@@ -110,9 +110,9 @@ def _fix(a: exp.Expr, a_type: exp.DataType, b: exp.Expr, b_type: exp.DataType) -
     return f"write CAST({_text(a)} AS {b_type.sql(dialect=RecipeSQL)})"
 
 
-def check_comparisons(tree: exp.Expr, schemas: Mapping[str, pa.Schema], where: str) -> None:
-    """Every comparison of two columns (or expressions over them) of different kinds — text
-    and number, text and date, zoned and zone-less timestamps … — in one TypeMismatchError."""
+def _typed(tree: exp.Expr, schemas: Mapping[str, pa.Schema]) -> exp.Expr | None:
+    """A copy of ``tree`` with every expression's type, or None where sqlglot cannot tell
+    (the plan's own checks name what is wrong with that SQL)."""
     try:
         mapping = MappingSchema(
             {alias: schema_types(schema) for alias, schema in schemas.items()}, dialect=RecipeSQL
@@ -130,15 +130,45 @@ def check_comparisons(tree: exp.Expr, schemas: Mapping[str, pa.Schema], where: s
             dialect=RecipeSQL,
         )
     except (SqlglotError, RecursionError, KeyError, ValueError):
-        return  # the plan's own checks name what is wrong with this SQL
+        return None
+    return typed
+
+
+def _tolerances(tree: exp.Expr) -> list[exp.Anonymous]:
+    """The ``tolerance_match`` calls, in the order ``sql.rewrite_tolerance`` finds them."""
+    return [
+        n
+        for n in tree.find_all(exp.Anonymous, bfs=False)
+        if isinstance(n.this, str) and n.this.lower() == TOLERANCE_FN
+    ]
+
+
+def float_tolerances(tree: exp.Expr, schemas: Mapping[str, pa.Schema]) -> list[bool]:
+    """For each ``tolerance_match`` call, whether ``a`` or ``b`` is a float: it is then
+    computed in float arithmetic (a float minus a decimal is a decimal to the engine, which
+    fails on NaN and infinity instead of answering false)."""
+    typed = _typed(tree, schemas)
+    if typed is None:
+        return []
+    return [
+        any(
+            arg.type is not None and arg.type.is_type(*exp.DataType.FLOAT_TYPES)
+            for arg in call.expressions[:2]
+        )
+        for call in _tolerances(typed)
+    ]
+
+
+def check_comparisons(tree: exp.Expr, schemas: Mapping[str, pa.Schema], where: str) -> None:
+    """Every comparison of two columns (or expressions over them) of different kinds — text
+    and number, text and date, zoned and zone-less timestamps … — in one TypeMismatchError."""
+    typed = _typed(tree, schemas)
+    if typed is None:
+        return
     problems: list[str] = []
     nodes = [
         *typed.find_all(*_COMPARISONS),
-        *(
-            n
-            for n in typed.find_all(exp.Anonymous)
-            if str(n.this).lower() == TOLERANCE_FN and len(n.expressions) == 3
-        ),
+        *(n for n in _tolerances(typed) if len(n.expressions) == 3),
     ]
     for node in nodes:
         for a, b in _pairs(node):

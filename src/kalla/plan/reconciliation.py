@@ -27,8 +27,9 @@ from sqlglot import exp
 from kalla.errors import RecipeError, SqlError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.plan import keys as key_steps
-from kalla.plan.casts import check_comparisons
+from kalla.plan.casts import check_comparisons, float_tolerances
 from kalla.plan.filters import predicates
+from kalla.plan.floats import finite
 from kalla.plan.layout import MatchLayout, plan_pass
 from kalla.plan.sql import (
     aliased,
@@ -74,6 +75,7 @@ class PlanInput:
     filters: tuple[FilterCondition, ...] = ()
     decimals: Mapping[str, pa.DataType] = field(default_factory=dict)  # floats.exact_types
     allow_duplicate_keys: bool = False
+    non_finite: Mapping[str, int] = field(default_factory=dict)  # floats.non_finite_counts
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class SourcePlan:
     primary_key: tuple[str, ...]
     columns: tuple[str, ...]  # the base's columns (what the SQL sees under the alias)
     decimals: Mapping[str, str]  # float column -> the decimal type it is read as
+    non_finite: Mapping[str, int]  # float column -> NaN/infinity values read as NULL
     duplicate_keys: exp.Select  # the most repeated keys (explains failed control totals)
     unique_keys: exp.Select | None = None  # run before the passes: no row = a unique key
 
@@ -186,7 +189,8 @@ def build_plan(
     for index, match in enumerate(specs):
         where = "match_sql" if match.name == "match_sql" else f"pass '{match.name}'"
         parsed = parse_query(match.match_sql, where)
-        tree = rewrite_tolerance(parsed.copy(), where)
+        schemas = {s.alias: _base_schema(s) for s in (left, right)}
+        tree = rewrite_tolerance(parsed.copy(), where, float_tolerances(parsed, schemas))
         query, layout = plan_pass(
             tree,
             sources={s.alias: s.columns for s in sources},
@@ -194,7 +198,7 @@ def build_plan(
             pass_name=match.name,
             where=where,
         )
-        check_comparisons(parsed, {s.alias: _base_schema(s) for s in (left, right)}, where)
+        check_comparisons(parsed, schemas, where)
         ranking = None
         if one_to_one:
             assert spec.rank_by is not None
@@ -309,10 +313,14 @@ def _base_schema(side: PlanInput) -> pa.Schema:
 
 def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> SourcePlan:
     raw, base = source_table(side.alias), base_view(side.alias)
-    if side.decimals:  # decimals stored as floats are compared as the decimals they are
+    if side.decimals or side.non_finite:
+        # decimals stored as floats are compared as the decimals they are; NaN and infinity
+        # in the floats left are NULL
         items: list[exp.Expr] = [
             aliased(exp.Cast(this=column(f.name), to=sql_type(f.type)), f.name)
             if f.name in side.decimals
+            else aliased(finite(f.name), f.name)
+            if f.name in side.non_finite
             else column(f.name)
             for f in schema
         ]
@@ -331,6 +339,7 @@ def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> So
         primary_key=side.primary_key,
         columns=tuple(schema.names),
         decimals={name: str(kind) for name, kind in side.decimals.items()},
+        non_finite=dict(side.non_finite),
         duplicate_keys=key_steps.duplicate_keys(base, side.primary_key),
         unique_keys=None
         if side.allow_duplicate_keys
