@@ -67,6 +67,20 @@ class SqlError(RecipeError):
     kind = "sql"
 
 
+class TypeMismatchError(SqlError):
+    """``match_sql`` compares columns of different types (text with a number, a zoned with a
+    zone-less timestamp …) that only an implicit cast could compare; the CAST to write."""
+
+    kind = "type_mismatch"
+
+
+class CandidateLimitError(RecipeError):
+    """A pass yields more candidate pairs than ``KALLA_MAX_CANDIDATES`` allows: its join
+    condition does not narrow the pairs (``ON true``, a tolerance alone)."""
+
+    kind = "candidate_limit"
+
+
 class SourceError(KallaError):
     """A source cannot be read: missing file, malformed data, wrong schema."""
 

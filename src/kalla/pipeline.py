@@ -34,6 +34,7 @@ class SourceSpec:
     filters: tuple[FilterCondition, ...] = ()
     expected_columns: tuple[str, ...] | None = None
     format: FileFormat | None = None  # the recipe's format for a file source
+    allow_duplicate_keys: bool = False  # else a primary key repeated in the source is refused
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[Sourc
                 if source.is_file and source.schema_
                 else None,
                 format=source.format,
+                allow_duplicate_keys=source.allow_duplicate_keys,
             )
         )
     if problems:
@@ -153,6 +155,7 @@ def run(
                     filters=tuple(f for f in side.filters if f not in s.filters_applied),
                     uri=s.uri,
                     fingerprint=s.fingerprint,
+                    allow_duplicate_keys=side.allow_duplicate_keys,
                 )
                 for side, s in zip((request.left, request.right), staged, strict=True)
             ]

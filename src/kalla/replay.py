@@ -76,6 +76,7 @@ class PipelineReplayer:
                 primary_key=tuple(entry["primary_key"]),
                 filters=tuple(FilterCondition.model_validate(f) for f in entry.get("filters", [])),
                 format=formats.get(str(entry["alias"])),
+                allow_duplicate_keys=bool(entry.get("allow_duplicate_keys", False)),
             )
             for entry in manifest["inputs"]
         )

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # file sources (README "Files as they come"): refused beyond these, by name, at once
     max_columns: int = Field(default=1000, ge=1, alias="KALLA_MAX_COLUMNS")
     max_field_size: int = Field(default=64 * 1024**2, ge=1024, alias="KALLA_MAX_FIELD_SIZE")
+    # recipe SQL: refused before it is parsed (sqlglot and DataFusion recurse per level)
+    # candidate pairs one pass may produce; 0: 10 × (left rows + right rows), at least 1M
+    max_candidates: int = Field(default=0, ge=0, alias="KALLA_MAX_CANDIDATES")
+    max_sql_length: int = Field(default=100_000, ge=100, alias="KALLA_MAX_SQL_LENGTH")
+    max_sql_depth: int = Field(default=64, ge=4, le=1000, alias="KALLA_MAX_SQL_DEPTH")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     worker_url: str | None = Field(default=None, alias="WORKER_URL")

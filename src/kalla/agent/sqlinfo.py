@@ -33,7 +33,7 @@ class SqlLink:
 def _parse(sql: str) -> exp.Expr | None:
     try:
         return sqlglot.parse_one(sql, read="postgres")
-    except sqlglot.errors.SqlglotError:
+    except (sqlglot.errors.SqlglotError, RecursionError):
         return None
 
 

@@ -87,7 +87,11 @@ def build_job(run: RunRow, recipe: Recipe, registered: Sequence[SourceRow]) -> J
             uri = resolve_uri(source.uri or "", source.alias, registered)
         resolved.append(
             ResolvedSource(
-                alias=source.alias, uri=uri, filters=source.filters, format=source.format
+                alias=source.alias,
+                uri=uri,
+                filters=source.filters,
+                format=source.format,
+                allow_duplicate_keys=source.allow_duplicate_keys,
             )
         )
     return Job(

@@ -31,7 +31,7 @@ from sqlglot import exp
 from kalla.engine.executor import Executor
 from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.summary import ControlTotal, PassStats, RunSummary
-from kalla.errors import DataIntegrityError, SqlError
+from kalla.errors import CandidateLimitError, DataIntegrityError, SqlError
 from kalla.evidence.digest import TableDigest
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
@@ -48,6 +48,8 @@ from kalla.plan import (
     probe,
     source_table,
 )
+from kalla.plan.floats import non_finite_counts
+from kalla.plan.keys import DUPLICATES_SHOWN
 from kalla.plan.layout import MATCH_PASS
 from kalla.recipe.models import FilterCondition, MatchSpec
 from kalla.settings import parquet_codec
@@ -65,6 +67,7 @@ class SourceInput:
     filters: tuple[FilterCondition, ...] = ()  # the ones the source did not apply itself
     uri: str = ""  # redacted; for the manifest
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
+    allow_duplicate_keys: bool = False  # else a repeated primary key stops the run
 
 
 def _rows(path: Path) -> int:
@@ -84,12 +87,14 @@ def plan_run(
     inputs = []
     for side, schema in zip(sides, schemas, strict=True):
         floats = float_columns(schema)
-        decimals = {}
+        decimals: dict[str, pa.DataType] = {}
+        non_finite: dict[str, int] = {}
         if floats:
             found = executor.fetch(
                 probe(source_table(side.alias), floats), what=f"source '{side.alias}'"
-            )
-            decimals = exact_types(floats, found.slice(0, 1).to_pylist()[0])
+            ).to_pylist()[0]
+            decimals = exact_types(floats, found)
+            non_finite = non_finite_counts(floats, found)
         inputs.append(
             PlanInput(
                 alias=side.alias,
@@ -98,9 +103,11 @@ def plan_run(
                 primary_key=side.primary_key,
                 filters=side.filters,
                 decimals=decimals,
+                non_finite=non_finite,
+                allow_duplicate_keys=side.allow_duplicate_keys,
             )
         )
-    return build_plan(spec, inputs[0], inputs[1])
+    return build_plan(spec, inputs[0], inputs[1], max_candidates=executor.options.max_candidates)
 
 
 def combine(parts: Sequence[Path], target: Path, compression: str) -> int:
@@ -169,6 +176,22 @@ class _Run:
             what = f"source '{source.alias}'"
             rows = source.rows if source.count is None else self.count(source.count, what)
             self.input_rows[source.alias] = rows
+        for source in self.plan.sources:
+            if source.unique_keys is not None:
+                self.check_unique(source, source.unique_keys)
+
+    def check_unique(self, source: SourcePlan, query: Any) -> None:
+        """The primary key must be unique in the source (after its filters): a repeated key
+        is an error in the data, not a match to decide (``allow_duplicate_keys`` lets it)."""
+        dupes = self.executor.fetch(query, what=f"source '{source.alias}'").to_pylist()
+        if not dupes:
+            return
+        key = ", ".join(source.primary_key)
+        raise DataIntegrityError(
+            f"the primary key ({key}) of source '{source.alias}' is not unique: "
+            f"{_shown(dupes, source.primary_key)}. Fix the data, name a key that is unique, or "
+            f"set allow_duplicate_keys: true on the source to run anyway"
+        )
 
     # --- 2. match passes --------------------------------------------------------------
 
@@ -187,7 +210,15 @@ class _Run:
             {"step": f"match:{step.name}", "sql": step.sql, "executed": executor.render(step.query)}
         )
         candidates = self.root / step.candidates
-        candidate_count = executor.write(step.query, candidates, what=where)
+        candidate_count = executor.write(step.capped, candidates, what=where)
+        if candidate_count > step.max_candidates:
+            raise CandidateLimitError(
+                f"{where} yields more than {step.max_candidates:,} candidate pairs "
+                f"(inputs: {rows_in[self.plan.sources[0].alias]:,} and "
+                f"{rows_in[self.plan.sources[1].alias]:,} rows): its join condition does not "
+                "narrow the pairs enough. Join on a key (an = between the sources) or a "
+                "tighter condition, or raise KALLA_MAX_CANDIDATES"
+            )
         executor.register_parquet(step.stats_table, candidates, what=where)
         # one aggregation per side gives both the distinct keys (control totals) and the
         # keys in more than one row (ambiguity); 1:1 counts ambiguity among candidates
@@ -269,12 +300,9 @@ class _Run:
             f"!= {total.matched_keys} matched keys + {total.unmatched_rows} unmatched rows"
         )
         if dupes:
-            shown = "; ".join(
-                ", ".join(f"{k}={row[k]!r}" for k in key) + f" ({row['n']} rows)" for row in dupes
-            )
             return DataIntegrityError(
                 f"{head}. The primary key ({', '.join(key)}) is not unique in source "
-                f"'{source.alias}'; duplicate keys include: {shown}"
+                f"'{source.alias}'; {_shown(dupes, key)}"
             )
         return DataIntegrityError(
             f"{head}. The match output contains {source.alias} keys that are not in the source "
@@ -291,6 +319,15 @@ class _Run:
             if not total.holds:
                 raise self.explain_totals(total, source)
         return totals
+
+
+def _shown(dupes: Sequence[Mapping[str, Any]], key: Sequence[str]) -> str:
+    """The duplicate keys found, most repeated first, with their rows."""
+    shown = "; ".join(
+        ", ".join(f"{k}={row[k]!r}" for k in key) + f" ({row['n']} rows)" for row in dupes
+    )
+    more = " (and maybe more)" if len(dupes) >= DUPLICATES_SHOWN else ""
+    return f"duplicate keys{more}: {shown}"
 
 
 def reconcile(
@@ -387,10 +424,12 @@ def reconcile(
                     "alias": s.alias,
                     "uri": s.uri,
                     "primary_key": list(s.primary_key),
+                    "allow_duplicate_keys": s.allow_duplicate_keys,
                     "filters": [f.to_dict() for f in s.filters],
                     "rows": run.input_rows[s.alias],
                     "fingerprint": dict(s.fingerprint),
                     "floats_as_decimals": dict(plan.source(s.alias).decimals),
+                    "floats_non_finite_as_null": dict(plan.source(s.alias).non_finite),
                 }
                 for s in (left, right)
             ],

@@ -12,6 +12,10 @@ float32: ``DBL_DIG``/``FLT_DIG``, the digits a float is guaranteed to give back)
 is read as ``decimal128(p, s)`` (``exact_types``), which recovers exactly the decimals that
 were written. A column with NaN or infinity, or with values needing more digits
 (measurements, computed ratios), stays float. The manifest lists what was converted.
+
+NaN and ±infinity are read as NULL (``finite``): they never match, as NULL never does (the
+engine would otherwise match NaN with NaN and fail decimal arithmetic on them with
+"Overflowing on NaN"); the manifest counts them per column. -0.0 equals 0.0 either way.
 """
 
 from __future__ import annotations
@@ -79,6 +83,21 @@ def probe(relation: str, floats: Sequence[FloatColumn]) -> exp.Select:
             ),
         ]
     return exp.select(*parts).from_(table(relation))
+
+
+def finite(name: str) -> exp.Expr:
+    """The float column ``name`` with NaN and ±infinity as NULL."""
+    x = column(name)
+    infinity = exp.Cast(this=exp.Literal.string("Infinity"), to=exp.DataType.build("DOUBLE"))
+    non_finite = exp.or_(
+        exp.IsNan(this=x.copy()), exp.EQ(this=exp.Abs(this=x.copy()), expression=infinity)
+    )
+    return exp.Case(ifs=[exp.If(this=non_finite, true=exp.Null())], default=x.copy())
+
+
+def non_finite_counts(floats: Sequence[FloatColumn], found: Mapping[str, Any]) -> dict[str, int]:
+    """``{column: NaN and infinity values}`` for the float columns that hold any."""
+    return {name: int(found[f"bad{i}"]) for i, (name, _) in enumerate(floats) if found[f"bad{i}"]}
 
 
 def exact_types(floats: Sequence[FloatColumn], found: Mapping[str, Any]) -> dict[str, pa.DataType]:

@@ -61,7 +61,12 @@ def key_stats(relation: str, keys: Sequence[str]) -> exp.Select:
     )
 
 
-def duplicate_keys(base: str, primary_key: Sequence[str], limit: int = 5) -> exp.Select:
+DUPLICATES_SHOWN = 10
+
+
+def duplicate_keys(
+    base: str, primary_key: Sequence[str], limit: int = DUPLICATES_SHOWN
+) -> exp.Select:
     """The most repeated keys of ``base``, with their row count ``n``."""
     count = exp.Count(this=exp.Star())
     keys = [column(k) for k in primary_key]

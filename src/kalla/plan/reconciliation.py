@@ -27,9 +27,19 @@ from sqlglot import exp
 from kalla.errors import RecipeError, SqlError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.plan import keys as key_steps
+from kalla.plan.casts import check_comparisons, float_tolerances
 from kalla.plan.filters import predicates
+from kalla.plan.floats import finite
 from kalla.plan.layout import MatchLayout, plan_pass
-from kalla.plan.sql import aliased, column, conjunction, count_rows, parse_query, rewrite_tolerance
+from kalla.plan.sql import (
+    aliased,
+    column,
+    conjunction,
+    count_rows,
+    ident,
+    parse_query,
+    rewrite_tolerance,
+)
 from kalla.plan.sql import table as relation
 from kalla.plan.types import sql_type
 from kalla.recipe.models import Cardinality, FilterCondition, MatchSpec
@@ -64,6 +74,8 @@ class PlanInput:
     primary_key: tuple[str, ...]
     filters: tuple[FilterCondition, ...] = ()
     decimals: Mapping[str, pa.DataType] = field(default_factory=dict)  # floats.exact_types
+    allow_duplicate_keys: bool = False
+    non_finite: Mapping[str, int] = field(default_factory=dict)  # floats.non_finite_counts
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,9 @@ class SourcePlan:
     primary_key: tuple[str, ...]
     columns: tuple[str, ...]  # the base's columns (what the SQL sees under the alias)
     decimals: Mapping[str, str]  # float column -> the decimal type it is read as
+    non_finite: Mapping[str, int]  # float column -> NaN/infinity values read as NULL
     duplicate_keys: exp.Select  # the most repeated keys (explains failed control totals)
+    unique_keys: exp.Select | None = None  # run before the passes: no row = a unique key
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,8 @@ class PassPlan:
     where: str  # how messages name it: "match_sql" or "pass '<name>'"
     sql: str  # as the recipe wrote it
     query: exp.Query  # as it runs
+    capped: exp.Query  # the query as written: at most ``max_candidates`` + 1 rows
+    max_candidates: int
     layout: MatchLayout
     views: Mapping[str, exp.Select]  # source alias -> the records no earlier pass matched
     counts: Mapping[str, exp.Select] | None  # rows in each view (None: the input rows)
@@ -136,17 +152,45 @@ class ReconciliationPlan:
         return next(s for s in self.sources if s.alias == alias)
 
 
-def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> ReconciliationPlan:
+CANDIDATES_PER_ROW = 10
+MIN_CANDIDATES = 1_000_000
+
+
+def candidate_cap(left_rows: int, right_rows: int, setting: int = 0) -> int:
+    """The candidate pairs one pass may produce: the setting, else proportional to the
+    inputs (a many-to-many match rarely pairs a record with more than a few others)."""
+    if setting:
+        return setting
+    return max(CANDIDATES_PER_ROW * (left_rows + right_rows), MIN_CANDIDATES)
+
+
+def capped(query: exp.Query, limit: int) -> exp.Select:
+    """``query``'s rows, at most ``limit``: a runaway join stops there instead of
+    materialising every pair (the engine stops the join once the limit is reached)."""
+    return (
+        exp.select(exp.Star())
+        .from_(exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=ident("__capped"))))
+        .limit(limit)
+    )
+
+
+def build_plan(
+    spec: MatchSpec, left: PlanInput, right: PlanInput, *, max_candidates: int = 0
+) -> ReconciliationPlan:
     """The plan for ``spec`` on two registered inputs; every problem with the recipe's fit to
-    its sources in one RecipeError, then the first problem of each pass's SQL as a SqlError."""
+    its sources in one RecipeError, then the first problem of each pass's SQL as a SqlError.
+    ``max_candidates``: the candidate pairs a pass may produce (0: ``candidate_cap``'s)."""
     sources = _sources(left, right)
+    cap = candidate_cap(left.rows, right.rows, max_candidates)
     one_to_one = spec.cardinality is Cardinality.ONE_TO_ONE
     specs = spec.match_passes()
     single = len(specs) == 1
     passes: list[PassPlan] = []
     for index, match in enumerate(specs):
         where = "match_sql" if match.name == "match_sql" else f"pass '{match.name}'"
-        tree = rewrite_tolerance(parse_query(match.match_sql, where), where)
+        parsed = parse_query(match.match_sql, where)
+        schemas = {s.alias: _base_schema(s) for s in (left, right)}
+        tree = rewrite_tolerance(parsed.copy(), where, float_tolerances(parsed, schemas))
         query, layout = plan_pass(
             tree,
             sources={s.alias: s.columns for s in sources},
@@ -154,6 +198,7 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
             pass_name=match.name,
             where=where,
         )
+        check_comparisons(parsed, schemas, where)
         ranking = None
         if one_to_one:
             assert spec.rank_by is not None
@@ -169,6 +214,8 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
                 where=where,
                 sql=match.match_sql,
                 query=query,
+                capped=capped(query, cap + 1),
+                max_candidates=cap,
                 layout=layout,
                 views={
                     s.alias: key_steps.unmatched(
@@ -239,12 +286,7 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
     problems: list[str] = []
     planned = []
     for side in (left, right):
-        schema = pa.schema(
-            [
-                f.with_type(side.decimals[f.name]) if f.name in side.decimals else f
-                for f in side.schema
-            ]
-        )
+        schema = _base_schema(side)
         for key in side.primary_key:
             if key not in schema.names:
                 problems.append(
@@ -262,12 +304,23 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
     return planned[0], planned[1]
 
 
+def _base_schema(side: PlanInput) -> pa.Schema:
+    """The columns as the passes see them: float columns holding decimals as decimals."""
+    return pa.schema(
+        [f.with_type(side.decimals[f.name]) if f.name in side.decimals else f for f in side.schema]
+    )
+
+
 def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> SourcePlan:
     raw, base = source_table(side.alias), base_view(side.alias)
-    if side.decimals:  # decimals stored as floats are compared as the decimals they are
+    if side.decimals or side.non_finite:
+        # decimals stored as floats are compared as the decimals they are; NaN and infinity
+        # in the floats left are NULL
         items: list[exp.Expr] = [
             aliased(exp.Cast(this=column(f.name), to=sql_type(f.type)), f.name)
             if f.name in side.decimals
+            else aliased(finite(f.name), f.name)
+            if f.name in side.non_finite
             else column(f.name)
             for f in schema
         ]
@@ -286,5 +339,9 @@ def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> So
         primary_key=side.primary_key,
         columns=tuple(schema.names),
         decimals={name: str(kind) for name, kind in side.decimals.items()},
+        non_finite=dict(side.non_finite),
         duplicate_keys=key_steps.duplicate_keys(base, side.primary_key),
+        unique_keys=None
+        if side.allow_duplicate_keys
+        else key_steps.duplicate_keys(base, side.primary_key),
     )

@@ -59,8 +59,10 @@ def _operand(node: exp.Expr) -> exp.Expr:
     return exp.Paren(this=node)
 
 
-def rewrite_tolerance(tree: E, where: str = "match_sql") -> E:
-    """``tolerance_match(a, b, t)`` → ``(abs(a - b) <= t)`` everywhere in ``tree`` (in place).
+def rewrite_tolerance(tree: E, where: str = "match_sql", as_double: Sequence[bool] = ()) -> E:
+    """``tolerance_match(a, b, t)`` → ``(abs(a - b) <= t)`` everywhere in ``tree`` (in place);
+    the calls flagged in ``as_double`` (by position: ``casts.float_tolerances``) with every
+    argument cast to DOUBLE, so NaN answers false.
 
     The native expression keeps a join a hash join with a filter (a Python UDF in the join
     condition cost 5-16% of the run when measured) and stays exact on decimals. Strings,
@@ -71,7 +73,9 @@ def rewrite_tolerance(tree: E, where: str = "match_sql") -> E:
         for node in tree.find_all(exp.Anonymous, bfs=False)
         if isinstance(node.this, str) and node.this.lower() == TOLERANCE_FN
     ]
-    for call in reversed(calls):  # innermost first: an argument may be a call itself
+    flags = list(as_double) if len(as_double) == len(calls) else [False] * len(calls)
+    # innermost first: an argument may be a call itself
+    for call, double in reversed(list(zip(calls, flags, strict=True))):
         args = call.expressions
         if len(args) != 3:
             line = call.meta.get("line")
@@ -79,6 +83,8 @@ def rewrite_tolerance(tree: E, where: str = "match_sql") -> E:
             raise SqlError(
                 f"{where}: {TOLERANCE_FN} takes 3 arguments (a, b, tolerance), got {len(args)}{at}"
             )
+        if double:
+            args = [exp.Cast(this=arg.copy(), to=exp.DataType.build("DOUBLE")) for arg in args]
         a, b, tolerance = (_operand(arg) for arg in args)
         native = exp.LTE(this=exp.Abs(this=exp.Sub(this=a, expression=b)), expression=tolerance)
         call.replace(exp.Paren(this=native))

@@ -106,6 +106,11 @@ class RecipeSource(Frozen):
         default=None,
         description="how to read the file (connectors.format): what is left out is detected",
     )
+    allow_duplicate_keys: bool = Field(
+        default=False,
+        description="run even when primary_key is not unique in this source (by default a "
+        "run refuses such a source, naming its duplicate keys)",
+    )
 
     _alias = field_validator("alias")(_check_alias)
 
@@ -237,6 +242,7 @@ class ResolvedSource(Frozen):
     uri: str = Field(min_length=1)
     filters: list[FilterCondition] = Field(default_factory=list)
     format: FileFormat | None = None  # Kalla's extension: how to read a file source
+    allow_duplicate_keys: bool = False  # Kalla's extension: RecipeSource's
 
     _alias = field_validator("alias")(_check_alias)
 

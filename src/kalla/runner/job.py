@@ -291,6 +291,7 @@ def run_job(
                 primary_key=tuple(request.primary_keys[source.alias]),
                 filters=tuple(source.filters),
                 format=source.format,
+                allow_duplicate_keys=source.allow_duplicate_keys,
             )
             for source in request.sources
         )

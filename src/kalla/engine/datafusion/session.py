@@ -26,6 +26,10 @@ _CONFIG = {
     # Outputs are read by every tool there is: plain strings, not string views.
     "datafusion.sql_parser.map_string_types_to_utf8view": "false",
     "datafusion.optimizer.expand_views_at_output": "true",
+    # DataFusion 55 takes a float column whose Parquet statistics say min == max (writers
+    # leave NaN out of them) for a constant: [NaN, 5.5] was read as [5.5, 5.5]. Reading
+    # without statistics reads the values (no cost measured on the 1M benchmark).
+    "datafusion.execution.collect_statistics": "false",
 }
 
 
