@@ -234,7 +234,13 @@ def _job(case: Case, folder: Path, receiver: Receiver) -> dict[str, Any]:
             right["alias"]: right["primary_key"],
         },
     }
-    return _patched(body, case.request.get("patch", {}))
+    patch = {
+        key: value.replace("{receiver}", receiver.url(""))  # the receiver's port is not fixed
+        if isinstance(value, str)
+        else value
+        for key, value in case.request.get("patch", {}).items()
+    }
+    return _patched(body, patch)
 
 
 def _patched(body: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +266,11 @@ def run_worker(case: Case, folder: Path, worker: Service, receiver: Receiver) ->
             content = json.dumps({**body, "pad": "x" * int(req["pad_bytes"])}).encode()
         else:
             content = json.dumps(body).encode()
-        response = http.post("/api/jobs", content=content, headers=headers)
+        if req.get("chunked"):  # no Content-Length: the body arrives in pieces
+            pieces = [content[i : i + 65536] for i in range(0, len(content), 65536)]
+            response = http.post("/api/jobs", content=iter(pieces), headers=headers)
+        else:
+            response = http.post("/api/jobs", content=content, headers=headers)
         texts.append(response.text)
         if "then_patch" in req and response.status_code == 200:
             _wait(http, f"/api/jobs/{run_id}", case.expect.seconds)
@@ -334,7 +344,8 @@ def test_bad_input(case: Case, corpus_root: Path, request: pytest.FixtureRequest
 
     succeeded = outcome.run_status == "completed" or (case.entry == "cli" and outcome.code == 0)
     if expect.counts is not None:
-        assert outcome.counts == expect.counts, context
+        counts = outcome.counts or {}
+        assert {k: counts.get(k) for k in expect.counts} == expect.counts, context
     if expect.matched is not None:
         assert succeeded, context
         assert outcome.output_dir is not None
