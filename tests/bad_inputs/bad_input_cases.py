@@ -88,6 +88,7 @@ class Case:
     overwrite: bool = False
     env: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)  # app/worker: a raw request
+    pg: tuple[str, ...] = ()  # statements run in a fresh PostgreSQL database ("{pg}" in URIs)
 
     @property
     def name(self) -> str:
@@ -140,7 +141,7 @@ def _case(area: str, raw: dict[str, Any]) -> Case:
         seconds=float(e.get("seconds", 60.0)),
         xfail=e.get("xfail", ""),
     )
-    marks = tuple(raw.get("marks", ()))
+    marks = tuple(raw.get("marks", ("postgres",) if raw.get("pg") else ()))
     assert set(marks) <= set(MARKS), f"{area}/{raw['id']}: marks must be among {MARKS}"
     return Case(
         area=area,
@@ -158,6 +159,7 @@ def _case(area: str, raw: dict[str, Any]) -> Case:
         overwrite=bool(raw.get("overwrite", False)),
         env=dict(raw.get("env", {})),
         request=dict(raw.get("request", {})),
+        pg=tuple(raw.get("pg", ())),
     )
 
 

@@ -11,6 +11,7 @@ user sees, the service still answering, and an answer within the case's time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from bad_input_cases import Case, load_cases, params, recipe_bytes
 from bad_input_services import CANARIES, Receiver, Service, clean_env
 
 CASES = load_cases()
+PG_SERVER = os.environ.get("KALLA_TEST_PG", "postgres://postgres@127.0.0.1:5432")
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -72,6 +74,27 @@ def prepare(case: Case, root: Path) -> tuple[Path, dict[str, str]]:
     return folder, snapshot(folder)
 
 
+@contextlib.contextmanager
+def scratch_database(statements: tuple[str, ...]) -> Iterator[str]:
+    """A fresh database on the local PostgreSQL holding what ``statements`` create; its URI.
+    Dropped afterwards. No statements: no database."""
+    if not statements:
+        yield ""
+        return
+    psycopg = pytest.importorskip("psycopg")
+    name = f"kalla_bad_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(f"{PG_SERVER}/{name}", autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @dataclass(frozen=True)
 class CliRun:
     folder: Path
@@ -83,8 +106,13 @@ class CliRun:
 def run_cli(case: Case, root: Path) -> CliRun:
     """Build, snapshot and run ``kalla run`` (in a worker thread: see ``cli_runs``)."""
     folder, before = prepare(case, root)
+    with scratch_database(case.pg) as pg:
+        return _run_cli(case, root, folder, before, pg)
+
+
+def _run_cli(case: Case, root: Path, folder: Path, before: dict[str, str], pg: str) -> CliRun:
     recipe = folder / "recipe.json"
-    recipe.write_bytes(recipe_bytes(case))
+    recipe.write_bytes(recipe_bytes(case).replace(b"{pg}", pg.encode()))
     output = folder / case.output
     args = [sys.executable, "-m", "kalla.cli", "run", str(recipe), "-o", str(output), "--json"]
     for alias, name in case.sources.items():
