@@ -84,6 +84,12 @@ class JsonConnector(FileConnector):
         except json.JSONDecodeError as exc:
             at = f"line {line}" if line is not None else f"line {exc.lineno} column {exc.colno}"
             raise SourceError(f"{self.label}: malformed JSON at {at}: {exc.msg}") from exc
+        except RecursionError:
+            # json's C decoder recurses once per level; a record this deep is not tabular
+            at = f" at line {line}" if line is not None else ""
+            raise SourceError(
+                f"{self.label}: JSON nested too deeply{at} (more levels than a record can hold)"
+            ) from None
 
     def columns(self) -> list[str]:
         return self._load()[1]

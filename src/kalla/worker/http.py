@@ -38,6 +38,7 @@ from kalla.recipe.models import (
 from kalla.recipe.parse import describe_errors
 from kalla.runner import JobRunner, JobStatus
 from kalla.settings import Settings, get_settings, is_loopback
+from kalla.worker.body_limit import BodyLimit
 from kalla.worker.callbacks import CallbackChannel, CallbackSender, check_callback_url
 from kalla.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
@@ -137,6 +138,7 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.worker = worker
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(KallaError)
     async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:
