@@ -35,6 +35,7 @@ class EngineOptions:
     engine: str = "datafusion"
     sorted_outputs: bool = False  # outputs ordered by key, then every column: same bytes each run
     content_digests: bool = True  # digests of every input and output in the manifest
+    explain_breaks: bool = True  # nearest record and reason on every unmatched row
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -46,6 +47,7 @@ class EngineOptions:
             join_strategy=settings.join_strategy,
             engine=settings.engine,
             content_digests=settings.content_digests,
+            explain_breaks=settings.explain_breaks,
         )
 
 

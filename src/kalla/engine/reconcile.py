@@ -28,9 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from kalla.engine.breaks import explain_side, write_unmatched_rows
 from kalla.engine.executor import Executor
 from kalla.engine.one_to_one import select_one_to_one
-from kalla.engine.summary import ControlTotal, PassStats, RunSummary
+from kalla.engine.summary import Breaks, ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, SqlError
 from kalla.evidence.digest import TableDigest
 from kalla.evidence.manifest import build_manifest, canonical_json
@@ -152,7 +153,8 @@ class _Run:
         try:
             yield
         finally:
-            self.timings[stage] = round(time.perf_counter() - start, 4)
+            spent = time.perf_counter() - start  # a stage may come back (the unmatched sides)
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + spent, 4)
 
     def count(self, query: Any, what: str) -> int:
         table = self.executor.fetch(query, what=what)
@@ -341,14 +343,32 @@ def reconcile(
                 if digesting:
                     output_digests[name] = executor.digest(paths[name])
         unmatched: dict[str, int] = {}
+        explain = plan.breaks if executor.options.explain_breaks else None
+        breaks: list[Breaks] = []
         for side in plan.unmatched:
             with run.timed(side.output):
                 run.sql_log.append(
                     {"step": f"unmatched:{side.alias}", "executed": executor.render(side.query)}
                 )
+                if explain is not None:  # the rows first: each side's explanation reads both
+                    write_unmatched_rows(executor, side, explain.side(side.alias), tmp)
+                    continue
                 unmatched[side.alias] = executor.write(
                     side.query, tmp / side.file, what=f"unmatched rows of '{side.alias}'"
                 )
+        for side in plan.unmatched:
+            with run.timed(f"breaks:{side.alias}" if explain else side.output):
+                if explain is not None:
+                    steps = explain.side(side.alias)
+                    for step, query in (("best", steps.best), ("output", steps.output)):
+                        run.sql_log.append(
+                            {
+                                "step": f"breaks:{side.alias}:{step}",
+                                "executed": executor.render(query),
+                            }
+                        )
+                    unmatched[side.alias], found = explain_side(executor, side, steps, tmp)
+                    breaks.append(found)
                 if executor.options.sorted_outputs:
                     run.sort_output(tmp / side.file, plan.source(side.alias).primary_key)
             digests[side.output] = in_background(sha256_file, paths[side.output])
@@ -378,6 +398,7 @@ def reconcile(
                 **{name: str(output_dir / path.name) for name, path in paths.items()},
                 "manifest": str(output_dir / MANIFEST),
             },
+            breaks=tuple(breaks),
         )
         manifest = build_manifest(
             recipe=recipe if recipe is not None else spec.to_dict(),
@@ -399,6 +420,7 @@ def reconcile(
             input_digests=input_digests if digesting else None,
             output_digests=output_digests if digesting else None,
             sorted_outputs=executor.options.sorted_outputs,
+            breaks_explained=explain is not None,
             summary=summary.to_dict(),
             started_at=started,
             engine=executor.versions(),

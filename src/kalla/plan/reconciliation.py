@@ -27,6 +27,7 @@ from sqlglot import exp
 from kalla.errors import RecipeError, SqlError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.plan import keys as key_steps
+from kalla.plan.breaks import BreaksPlan, pass_conditions, plan_breaks
 from kalla.plan.filters import predicates
 from kalla.plan.layout import MatchLayout, plan_pass
 from kalla.plan.sql import aliased, column, conjunction, count_rows, parse_query, rewrite_tolerance
@@ -131,6 +132,7 @@ class ReconciliationPlan:
     combine: tuple[Combine, ...]
     unmatched: tuple[UnmatchedPlan, UnmatchedPlan]
     outputs: Mapping[str, str]  # output name -> file, every output this run writes
+    breaks: BreaksPlan | None = None  # nearest record and reason per unmatched row (breaks.py)
 
     def source(self, alias: str) -> SourcePlan:
         return next(s for s in self.sources if s.alias == alias)
@@ -144,9 +146,12 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
     specs = spec.match_passes()
     single = len(specs) == 1
     passes: list[PassPlan] = []
+    schemas = {side.alias: _typed(side) for side in (left, right)}
+    conditions = []
     for index, match in enumerate(specs):
         where = "match_sql" if match.name == "match_sql" else f"pass '{match.name}'"
         tree = rewrite_tolerance(parse_query(match.match_sql, where), where)
+        conditions.append(pass_conditions(tree, match.name, schemas))
         query, layout = plan_pass(
             tree,
             sources={s.alias: s.columns for s in sources},
@@ -218,6 +223,12 @@ def build_plan(spec: MatchSpec, left: PlanInput, right: PlanInput) -> Reconcilia
         combine=tuple(combine),
         unmatched=(unmatched[0], unmatched[1]),
         outputs=outputs,
+        breaks=plan_breaks(
+            conditions,
+            schemas,
+            {s.alias: s.primary_key for s in sources},
+            {s.alias: s.base for s in sources},
+        ),
     )
 
 
@@ -239,12 +250,7 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
     problems: list[str] = []
     planned = []
     for side in (left, right):
-        schema = pa.schema(
-            [
-                f.with_type(side.decimals[f.name]) if f.name in side.decimals else f
-                for f in side.schema
-            ]
-        )
+        schema = _typed(side)
         for key in side.primary_key:
             if key not in schema.names:
                 problems.append(
@@ -260,6 +266,13 @@ def _sources(left: PlanInput, right: PlanInput) -> tuple[SourcePlan, SourcePlan]
             problems=problems,
         )
     return planned[0], planned[1]
+
+
+def _typed(side: PlanInput) -> pa.Schema:
+    """The side's schema as the passes see it: float columns as the decimals they hold."""
+    return pa.schema(
+        [f.with_type(side.decimals[f.name]) if f.name in side.decimals else f for f in side.schema]
+    )
 
 
 def _source(side: PlanInput, schema: pa.Schema, found: Sequence[exp.Expr]) -> SourcePlan:
