@@ -360,10 +360,10 @@ def reconcile(
             with run.timed(f"breaks:{side.alias}" if explain else side.output):
                 if explain is not None:
                     steps = explain.side(side.alias)
-                    for step, query in (("best", steps.best), ("output", steps.output)):
+                    for part, query in (("best", steps.best), ("output", steps.output)):
                         run.sql_log.append(
                             {
-                                "step": f"breaks:{side.alias}:{step}",
+                                "step": f"breaks:{side.alias}:{part}",
                                 "executed": executor.render(query),
                             }
                         )

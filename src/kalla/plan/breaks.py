@@ -209,8 +209,8 @@ def _classify(
             if lk is rk and lk is not Kind.OTHER:
                 kind, pair = lk, (by_side[left][0], by_side[right][0])
         if isinstance(node, exp.EQ) and kind is Kind.OTHER:
-            operands = (_sides(node.left, {left: left, right: right}) or set(),)
-            operands += (_sides(node.right, {left: left, right: right}) or set(),)
+            plain = {left: left, right: right}
+            operands = [_sides(node.left, plain) or set(), _sides(node.right, plain) or set()]
             sources = [{s for s, _ in o} for o in operands]
             if sources in ([{left}, {right}], [{right}, {left}]):
                 lhs, rhs = (
@@ -324,6 +324,7 @@ def _candidate(
     prefix: str,
     residuals: Sequence[Condition],
     taken: bool,
+    near: Condition | None = None,
 ) -> exp.Select:
     """One pass's candidates for ``me``'s rows, with their rank fields and reasons."""
     failed: list[exp.Expr] = []
@@ -342,8 +343,20 @@ def _candidate(
         none_failed = exp.EQ(this=count.copy(), expression=exp.Literal.number(0))
         reason.append(_when(none_failed, _str(TAKEN), _str("")))
         category.append(_when(none_failed.copy(), _str(TAKEN), _str("")))
+    if near is not None:  # how far apart the dates are, whatever the conditions say
+        mine = _mine(near.pair or ("", ""), side)[0]
+        gap = _distance(near, side)
+        reason.append(
+            _when(
+                exp.EQ(this=gap, expression=exp.Literal.number(0)),
+                _str(f", same {mine}"),
+                _concat([_str(f", {mine} "), _varchar(gap.copy()), _str(" days apart")]),
+            )
+        )
     amounts = [c for c in residuals if c.kind is Kind.AMOUNT and c.pair]
     dates = [c for c in residuals if c.kind is Kind.DATE and c.pair]
+    if near is not None:
+        dates = [near]
     nothing = exp.Null()
     amount = _distance(amounts[0], side) if amounts else nothing
     days = _distance(dates[0], side) if dates else nothing
@@ -410,7 +423,8 @@ def _relaxed(
                 on = exp.EQ(this=column(mine, _ME), expression=column(theirs, _THEM))
                 dates = [c for c in conditions.residuals if c.kind is Kind.DATE and c.pair]
                 prefix = f"no row with this {label}; {mine} equal"
-                return _candidate(side, index, 1, source, on, prefix, dates, False)
+                near = dates[0] if dates else None
+                return _candidate(side, index, 1, source, on, prefix, (), False, near)
     return None
 
 
