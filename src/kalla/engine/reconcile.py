@@ -34,6 +34,7 @@ from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.summary import Breaks, ControlTotal, PassStats, RunSummary
 from kalla.errors import DataIntegrityError, SqlError
 from kalla.evidence.digest import TableDigest
+from kalla.evidence.export import ExportFormat, export_names, export_run
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
 from kalla.hashing import in_background, sha256_file
@@ -305,6 +306,7 @@ def reconcile(
     recipe: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: ProgressHook | None = None,
+    exports: Sequence[ExportFormat] = (),
 ) -> RunSummary:
     """Run the recipe on two staged sources and write all outputs atomically into output_dir."""
     started = datetime.now(UTC)
@@ -397,9 +399,12 @@ def reconcile(
             output_paths={
                 **{name: str(output_dir / path.name) for name, path in paths.items()},
                 "manifest": str(output_dir / MANIFEST),
+                **{name: str(output_dir / name) for name in export_names(exports, plan.outputs)},
             },
             breaks=tuple(breaks),
         )
+        with run.timed("exports"):  # CSV / XLSX beside the Parquet outputs
+            exported = export_run(tmp, paths, exports, summary.to_dict()) if exports else {}
         manifest = build_manifest(
             recipe=recipe if recipe is not None else spec.to_dict(),
             sql=run.sql_log,
@@ -421,6 +426,7 @@ def reconcile(
             output_digests=output_digests if digesting else None,
             sorted_outputs=executor.options.sorted_outputs,
             breaks_explained=explain is not None,
+            exports=exported,
             summary=summary.to_dict(),
             started_at=started,
             engine=executor.versions(),

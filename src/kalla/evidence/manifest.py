@@ -63,6 +63,7 @@ def build_manifest(
     output_digests: Mapping[str, Future[TableDigest]] | None = None,
     sorted_outputs: bool = False,
     breaks_explained: bool = False,
+    exports: Mapping[str, Path] | None = None,
     summary: Mapping[str, Any],
     started_at: datetime,
     engine: Mapping[str, str],
@@ -109,6 +110,11 @@ def build_manifest(
         "breaks_explained": breaks_explained,
         "inputs": entries,
         "outputs": files,
+        # CSV/XLSX copies of the outputs for people to open: listed, not what verify re-derives
+        "exports": {
+            name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for name, path in (exports or {}).items()
+        },
         "control_totals": summary["control_totals"],
         "passes": summary["passes"],
         "breaks": summary.get("breaks", []),
