@@ -307,7 +307,7 @@ class _Writer:
 
     def summary(self, sheet: Any, summary: Mapping[str, Any] | None) -> None:
         rows: list[Sequence[Any]] = []
-        if summary is not None:
+        if summary and "control_totals" in summary:  # a run's summary (to_dict())
             left, right = summary["left_alias"], summary["right_alias"]
             totals = {t["alias"]: t for t in summary["control_totals"]}
             rows += [
