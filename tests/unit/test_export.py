@@ -219,3 +219,79 @@ def test_export_names_match_what_is_written(tmp_path: Path) -> None:
     written = export.export_run(tmp_path, outputs, formats, {"left_alias": "inv"})
     assert sorted(written) == sorted(export.export_names(formats, outputs))
     assert read(written["results.xlsx"]).sheetnames == ["Summary", "matched", "unmatched inv"]
+
+
+def test_kalla_run_format_csv_xlsx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's exports: formula-like text neutralised, amounts exact, listed in the
+    manifest with their sha256; the Parquet outputs as ever."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from kalla.cli import app
+    from kalla.settings import get_settings
+
+    names = [text for text, _ in INJECTION if text and "\r" not in text]
+    (tmp_path / "invoices.csv").write_text(
+        "invoice_id,customer,amount\n"
+        + "".join(f'I{i},"{n.replace(chr(34), chr(34) * 2)}",-45.10\n' for i, n in enumerate(names))
+        + "I99,Big,12345678901234567.89\n"
+    )
+    (tmp_path / "payments.csv").write_text("payment_id,ref,paid\nP1,I99,1.00\n")
+    recipe = {
+        "recipe_id": "formulas",
+        "name": "formulas",
+        "match_sql": "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p "
+        "ON i.invoice_id = p.ref AND i.amount = p.paid",
+        "sources": {
+            "left": {"alias": "invoices", "type": "file", "primary_key": ["invoice_id"]},
+            "right": {"alias": "payments", "type": "file", "primary_key": ["payment_id"]},
+        },
+    }
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    monkeypatch.setenv("STAGING_PATH", str(tmp_path / "staging"))
+    get_settings.cache_clear()
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "recipe.json"), "-o", str(out), "--format", "csv",
+            "-f", "xlsx", "-s", f"invoices={tmp_path / 'invoices.csv'}",
+            "-s", f"payments={tmp_path / 'payments.csv'}"]  # fmt: skip
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+
+    csv_rows = pacsv.read_csv(
+        out / "unmatched_left.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"customer": pa.string(),
+                                                           "amount": pa.string()}),
+    ).to_pylist()  # fmt: skip
+    by_id = {r["invoice_id"]: r for r in csv_rows}
+    assert [by_id[f"I{i}"]["customer"] for i in range(len(names))] == [
+        export.neutralise(n) for n in names
+    ]
+    assert by_id["I0"]["amount"] == "-45.10"
+    assert by_id["I99"]["amount"] == "12345678901234567.89"
+    assert (
+        by_id["I99"]["nearest_reason"] == "same invoice_id, amount differs by 12345678901234566.89"
+    )
+
+    sheet = read(out / "results.xlsx")["unmatched invoices"]
+    header = [c.value for c in sheet[1]]
+    cells = {
+        row[0].value: dict(zip(header, row, strict=True)) for row in sheet.iter_rows(min_row=2)
+    }
+    for i, name in enumerate(names):
+        cell = cells[f"I{i}"]["customer"]
+        assert (cell.value, cell.data_type, cell.quotePrefix) == (name, "s", name[0] in "=+-@\t")
+        assert cells[f"I{i}"]["amount"].value == -45.1
+    assert cells["I99"]["amount"].value == "12345678901234567.89"
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["exports"]) == {
+        "matched.csv", "unmatched_left.csv", "unmatched_right.csv", "results.xlsx"
+    }  # fmt: skip
+    for name, entry in manifest["exports"].items():
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    assert set(manifest["outputs"]) == {"matched", "unmatched_left", "unmatched_right"}
