@@ -6,7 +6,9 @@ The steps are the plan's (``kalla.plan.reconciliation``), each timed under its n
 2. match:<pass>    the alias views, the pass's candidates, key statistics, 1:1 selection
 3. write_matched   pass files combined into ``matched.parquet`` (+ ``ambiguous.parquet``)
 4. unmatched_left, unmatched_right   source rows whose key is in no final match
+   breaks:<alias>  each unmatched row's nearest record and reason (``plan/breaks.py``)
 5. control_totals  input rows = distinct matched keys + unmatched rows, per side
+6. exports         CSV / XLSX beside the Parquet outputs (``evidence/export.py``)
 
 The summary and the manifest are built here, once, from what the executor reported.
 """

@@ -11,7 +11,8 @@ its own dialect and run; files are named relative to the run's output directory:
              one aggregation per side counts distinct and repeated keys; 1:1 keeps the best
              candidate per record
 3. combine   pass files unioned by column name into ``matched`` (and ``ambiguous``)
-4. unmatched source rows whose key is in no final match (NULL-safe anti joins)
+4. unmatched source rows whose key is in no final match (NULL-safe anti joins), then each
+             one's nearest record on the other side and the reason (``breaks.py``)
 5. totals    input rows = distinct matched keys + unmatched rows, per side; the most repeated
              keys explain totals that do not add up
 """
