@@ -178,6 +178,16 @@ def _print_summary(summary: RunSummary) -> None:
         f"[bold green]{summary.matched_count:,} matched rows[/]; control totals hold for both "
         f"sides; {summary.timings.get('total', 0.0):.2f} s"
     )
+    top = summary.top_reasons()
+    if top:
+        out.print("Top break reasons:", style="bold")
+        for alias, reason in top:
+            out.print(
+                f"  {reason.count:>8,}  {alias}: {reason.reason}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     for name, path in summary.output_paths.items():
         out.print(f"  {name:<16} {path}", highlight=False, markup=False, soft_wrap=True)
 
@@ -231,6 +241,15 @@ def run_command(
             help="Write outputs ordered by key, so that the files' sha256 repeat run after run.",
         ),
     ] = False,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="parquet|csv|xlsx, repeatable or a comma list (e.g. csv,xlsx): CSV files and "
+            "an XLSX workbook beside the Parquet outputs, which are always written.",
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Reconcile the recipe's two sources and write matched / unmatched outputs."""
@@ -239,10 +258,15 @@ def run_command(
         from dataclasses import replace
 
         from kalla import pipeline
+        from kalla.evidence.export import ExportFormat, parse_formats
+        from kalla.extras import require
         from kalla.recipe import load_recipe
         from kalla.secrets import literal_secret_warnings
 
         _logging(_settings())
+        exports = parse_formats(formats or [])
+        if ExportFormat.XLSX in exports:
+            require("xlsx", "--format xlsx")
         recipe = load_recipe(recipe_path)
         for note in literal_secret_warnings(recipe.to_dict()):  # the manifest keeps ***
             _say(_err(), "warning:", "bold yellow", note)
@@ -255,6 +279,7 @@ def run_command(
             recipe=recipe.to_dict(),
             overwrite=overwrite,
             options=replace(_options(memory_limit), sorted_outputs=sorted_outputs),
+            exports=exports,
         )
         with _progress_display(not as_json and _err().is_terminal) as progress:
             return pipeline.run(request, progress=progress)

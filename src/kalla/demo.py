@@ -23,9 +23,15 @@ DEMO_RECIPE = {
     "name": "Invoices vs payments (demo)",
     "description": "Match customer invoices to the payments received against them.",
     "match_description": (
-        "First exact amounts by reference, then amounts within 2 cents; anything else, "
-        "including a second payment for an invoice already paid, stays unmatched."
+        "First exact amounts by reference, then amounts within 2 cents. Each invoice takes "
+        "one payment and each payment pays one invoice (an exact payment before one within "
+        "2 cents, then the earliest): a "
+        "second payment for an invoice already paid stays unmatched (its nearest_reason "
+        "says the invoice is already matched; when both payments tie in one pass, the pair "
+        "left out is also listed in ambiguous.parquet). Anything else stays unmatched too."
     ),
+    "cardinality": "one_to_one",
+    "rank_by": "payment_date",
     "passes": [
         {
             "name": "exact",

@@ -48,8 +48,8 @@ EXTRAS: dict[str, Extra] = {
         Extra("s3", ("boto3", "botocore"), "S3 sources (s3://bucket/key.csv or .parquet)"),
         Extra(
             "xlsx",
-            ("fastexcel", "python_calamine"),
-            "Excel sources (.xlsx, .xlsm, .xls, .xlsb, .ods)",
+            ("fastexcel", "python_calamine", "xlsxwriter"),
+            "Excel sources (.xlsx, .xlsm, .xls, .xlsb, .ods); kalla run --format xlsx",
         ),
         Extra(
             "server",

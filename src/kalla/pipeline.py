@@ -14,6 +14,7 @@ from kalla.connectors.format import FileFormat, Reading
 from kalla.connectors.registry import locate
 from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
 from kalla.errors import RecipeError
+from kalla.evidence.export import ExportFormat
 from kalla.evidence.output import check_output_target
 from kalla.plan.compared import compared_columns
 from kalla.recipe.models import FilterCondition, MatchSpec, Recipe
@@ -47,6 +48,7 @@ class RunRequest:
     overwrite: bool = False
     staging_dir: Path | None = None
     options: EngineOptions | None = None
+    exports: tuple[ExportFormat, ...] = ()  # CSV / XLSX beside the Parquet outputs
 
 
 def sources_from_recipe(recipe: Recipe, paths: Mapping[str, str]) -> tuple[SourceSpec, SourceSpec]:
@@ -168,6 +170,7 @@ def run(
                 recipe=request.recipe,
                 overwrite=request.overwrite,
                 progress=lambda stage, fraction: report(stage, None, fraction),
+                exports=request.exports,
             )
     finally:
         _remove_staged(staged, staging_dir)

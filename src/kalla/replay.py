@@ -83,6 +83,7 @@ class PipelineReplayer:
         options = replace(
             EngineOptions.from_settings(self.settings),
             sorted_outputs=bool(manifest.get("outputs_sorted")),
+            explain_breaks=bool(manifest.get("breaks_explained")),
             content_digests=True,  # what the comparison is made of, whatever the settings
         )
         output = self.workdir / "run"

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     )
     engine: Literal["datafusion"] = Field(default="datafusion", alias="KALLA_ENGINE")
     content_digests: bool = Field(default=True, alias="KALLA_CONTENT_DIGESTS")
+    explain_breaks: bool = Field(default=True, alias="KALLA_EXPLAIN_BREAKS")
     log_format: Literal["text", "json"] = Field(default="text", alias="KALLA_LOG_FORMAT")
     # file sources (README "Files as they come"): refused beyond these, by name, at once
     max_columns: int = Field(default=1000, ge=1, alias="KALLA_MAX_COLUMNS")

@@ -51,6 +51,7 @@ SEED_000_PATHS = {
     ("post", "/api/worker/error"),
 }
 MAX_UPLOAD = 64 * 1024
+EXPLAINED = ("nearest_key", "nearest_reason")  # the breaks explained, on unmatched rows
 
 
 class App:
@@ -363,14 +364,15 @@ def test_run_with_uploads_to_completion_and_results(app: App) -> None:
     parquet_response = app.http.get(f"{base}/unmatched_left", params={"format": "parquet"})
     assert parquet_response.status_code == 200
     left = pq.read_table(io.BytesIO(parquet_response.content))
-    assert left.num_rows == 20 and left.column_names == ["invoice_id", "customer", "amount"]
+    assert left.num_rows == 20
+    assert left.column_names == ["invoice_id", "customer", "amount", *EXPLAINED]
     xlsx_response = app.http.get(f"{base}/unmatched_left", params={"format": "xlsx"})
     assert xlsx_response.status_code == 200
     import openpyxl
 
     sheet = openpyxl.load_workbook(io.BytesIO(xlsx_response.content), read_only=True).active
     rows = list(sheet.iter_rows(values_only=True))
-    assert rows[0] == ("invoice_id", "customer", "amount")
+    assert rows[0] == ("invoice_id", "customer", "amount", *EXPLAINED)
     assert len(rows) == 21
     by_id = {r[0]: r for r in rows[1:]}
     assert set(by_id) == {f"INV-{i:05d}" for i in range(1, 40, 2)}
@@ -388,6 +390,53 @@ def test_run_with_uploads_to_completion_and_results(app: App) -> None:
     assert "staging" in kinds and "matching" in kinds
     # uploads are scratch: removed once the run ended
     assert not list((app.process.env_path("STAGING_PATH") / "uploads").glob(f"{run['id']}*"))
+
+
+def test_downloads_neutralise_formulas(app: App) -> None:
+    """A customer named ``=HYPERLINK(…)`` is text in every download: a leading ``'`` in
+    CSV, a quote-prefixed text cell in XLSX; amounts stay numbers (-45.10)."""
+    import openpyxl
+
+    names = ['=HYPERLINK("http://evil.example","x")', "+1+2", "-2+3", "@SUM(A1)", "\tTab", "Plain"]
+    invoices = write_csv(
+        app.data / "formulas" / "invoices.csv",
+        ["invoice_id", "customer", "amount"],
+        [[f"F-{i}", name, "-45.10"] for i, name in enumerate(names)],
+    )
+    payments = write_csv(
+        app.data / "formulas" / "payments.csv",
+        ["payment_id", "reference_number", "amount"],
+        [["P-1", "NONE", "1.00"]],
+    )
+    _ok(app.http.post("/api/recipes", json=file_recipe("formulas")), 201)
+    run = wait_for_run(
+        app.http,
+        _ok(upload(app.http, "formulas", {"invoices": invoices, "payments": payments}), 202)["id"],
+    )
+    assert run["status"] == "completed", run
+    base = f"/api/runs/{run['id']}/results/unmatched_left"
+    csv_text = _ok_raw(app.http.get(base, params={"format": "csv", "sort": "invoice_id"})).text
+    table = pacsv.read_csv(
+        io.BytesIO(csv_text.encode()),
+        convert_options=pacsv.ConvertOptions(column_types={"customer": "string"}),
+    )
+    assert table.column("customer").to_pylist() == [
+        f"'{n}" if n[0] in "=+-@\t" else n for n in names
+    ]
+    assert [str(a) for a in table.column("amount").to_pylist()] == ["-45.1"] * len(names)
+    assert ",-45.10," in csv_text  # the decimal's exact text
+    xlsx = _ok_raw(app.http.get(base, params={"format": "xlsx", "sort": "invoice_id"}))
+    sheet = openpyxl.load_workbook(io.BytesIO(xlsx.content)).active
+    cells = [(r[1], r[2]) for r in sheet.iter_rows(min_row=2)]
+    assert [c.value for c, _ in cells] == names
+    assert all(c.data_type == "s" for c, _ in cells)  # text, never a formula
+    assert [c.quotePrefix for c, _ in cells] == [n != "Plain" for n in names]
+    assert all(a.value == -45.1 and a.number_format == "#,##0.00" for _, a in cells)
+
+
+def _ok_raw(response: httpx.Response) -> httpx.Response:
+    assert response.status_code == 200, response.text
+    return response
 
 
 def test_runs_are_paginated(app: App) -> None:

@@ -198,10 +198,14 @@ def test_kalla_run_on_xlsx(newcomer: Newcomer) -> None:
         "payments=kalla-demo/data/payments.csv",
         "--output",
         "xlsx-run",
+        "--format",
+        "xlsx",
         "--json",
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["matched_count"] > 0
+    summary = json.loads(result.stdout)
+    assert summary["matched_count"] > 0 and summary["breaks"]
+    assert (newcomer.home / "xlsx-run" / "results.xlsx").is_file()  # Excel in, Excel out
 
 
 @pytest.fixture

@@ -114,6 +114,19 @@ def test_recipe_case(case: str, engine: str, tmp_path: Path) -> None:
             assert _sorted(keys) == _sorted(expected[f"unmatched_{side}"])
         for column, values in expected.get(f"unmatched_{side}_values", {}).items():
             assert table.column(column).to_pylist() == values
+        if f"unmatched_{side}_breaks" in expected:  # the nearest record and why it missed
+            keys = _keys(table, recipe_side["alias"], recipe_side["primary_key"], plain=True)
+            explained = zip(
+                table.column("nearest_key").to_pylist(),
+                table.column("nearest_reason").to_pylist(),
+                strict=True,
+            )
+            found = {str(k): list(e) for k, e in zip(keys, explained, strict=True)}
+            assert found == expected[f"unmatched_{side}_breaks"]
+    if "break_reasons" in expected:
+        assert {
+            b["alias"]: {r["reason"]: r["count"] for r in b["reasons"]} for b in summary["breaks"]
+        } == expected["break_reasons"]
 
     if "ambiguous_pairs" in expected:
         lost = pq.read_table(out / "ambiguous.parquet")

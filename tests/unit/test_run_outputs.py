@@ -65,7 +65,13 @@ def test_kalla_run_json_summary_and_manifest(tmp_path: Path) -> None:
         "match:match_sql",
         "unmatched:invoices",
         "unmatched:payments",
+        "breaks:invoices:best",
+        "breaks:invoices:output",
+        "breaks:payments:best",
+        "breaks:payments:output",
     ]
+    assert manifest["breaks_explained"] is True
+    assert [b["output"] for b in manifest["breaks"]] == ["unmatched_left", "unmatched_right"]
     for source in manifest["inputs"]:
         data = (CASE / f"{source['alias']}.csv").read_bytes()
         assert source["fingerprint"]["sha256"] == hashlib.sha256(data).hexdigest()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import math
 import os
 import tempfile
@@ -23,17 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from kalla.app.errors import BadRequestError
 from kalla.engine import open_parquet
+from kalla.evidence import export
 from kalla.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from kalla.engine.datafusion.results import ParquetView
 
-XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header row
 _BATCH = 64 * 1024
 
 
@@ -189,31 +187,21 @@ def _json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _json_value(v) for k, v in row.items()}
 
 
-# --- downloads ------------------------------------------------------------------------------
+# --- downloads (kalla.evidence.export: the one CSV/XLSX implementation, CLI and app) --------
+
+
+def _rows(path: Path, view: ResultView | None) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:
+    if view is None or view.whole:
+        parquet = pq.ParquetFile(path)
+        return parquet.schema_arrow, parquet.iter_batches(batch_size=_BATCH)
+    return view_batches(path, view)
 
 
 def csv_chunks(path: Path, view: ResultView | None = None) -> Iterator[bytes]:
-    """The output (or ``view`` of it) as CSV, one batch at a time (header first)."""
-    if view is None or view.whole:
-        parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
-        batches: Iterable[pa.RecordBatch] = parquet.iter_batches(batch_size=_BATCH)
-    else:
-        schema, batches = view_batches(path, view)
-    header = True
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        sink = io.BytesIO()
-        pacsv.write_csv(
-            pa.Table.from_batches([batch]), sink, pacsv.WriteOptions(include_header=header)
-        )
-        header = False
-        yield sink.getvalue()
-    if header:  # no rows: still give the header
-        sink = io.BytesIO()
-        pacsv.write_csv(schema.empty_table(), sink)
-        yield sink.getvalue()
+    """The output (or ``view`` of it) as CSV, one batch at a time (header first); text that
+    could start a formula neutralised, decimals as their exact text."""
+    schema, batches = _rows(path, view)
+    return export.csv_chunks(schema, batches)
 
 
 def write_parquet_view(path: Path, view: ResultView) -> Path:
@@ -236,72 +224,13 @@ def _temp_file(suffix: str) -> Path:
     return Path(name)
 
 
-def _xlsx_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dict | list | tuple):
-        return str(value)
-    return value
-
-
 def write_xlsx(path: Path, sheet: str, view: ResultView | None = None) -> Path:
-    """The output (or ``view`` of it) as an XLSX temp file (deleted by the caller once sent)."""
-    import xlsxwriter
-
-    batches: Iterable[pa.RecordBatch]
-    if view is None or view.whole:
-        parquet = pq.ParquetFile(path)
-        rows = parquet.metadata.num_rows
-        names = parquet.schema_arrow.names
-        batches = parquet.iter_batches(batch_size=_BATCH)
-    else:
-        rows = _view_frame(path, view)[0].count()
-        schema, batches = view_batches(path, view)
-        names = schema.names
-    if rows > XLSX_MAX_ROWS:
-        raise BadRequestError(
-            f"{rows:,} rows do not fit an Excel sheet ({XLSX_MAX_ROWS:,} at most); "
-            "download it as csv or parquet"
-        )
+    """The output (or ``view`` of it) as an XLSX temp file (deleted by the caller once sent):
+    one sheet, continued on more when Excel's row limit is reached."""
+    schema, batches = _rows(path, view)
     target = _temp_file(".xlsx")
     try:
-        workbook = xlsxwriter.Workbook(
-            str(target),
-            {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False},
-        )
-        worksheet = workbook.add_worksheet(sheet[:31])
-        bold = workbook.add_format({"bold": True})
-        date_format = workbook.add_format({"num_format": "yyyy-mm-dd"})
-        datetime_format = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-        for c, name_ in enumerate(names):
-            worksheet.write_string(0, c, name_, bold)
-        r = 1
-        for batch in batches:
-            for row in batch.to_pylist():
-                for c, name_ in enumerate(names):
-                    value = _xlsx_value(row[name_])
-                    if value is None:
-                        continue
-                    if isinstance(value, dt.datetime):
-                        worksheet.write_datetime(r, c, value, datetime_format)
-                    elif isinstance(value, dt.date):
-                        worksheet.write_datetime(
-                            r, c, dt.datetime.combine(value, dt.time()), date_format
-                        )
-                    elif isinstance(value, bool):
-                        worksheet.write_boolean(r, c, value)
-                    elif isinstance(value, int | float):
-                        worksheet.write_number(r, c, value)
-                    else:
-                        worksheet.write_string(r, c, str(value))
-                r += 1
-        workbook.close()
+        export.write_workbook(target, [export.SheetSource(sheet, schema, batches)])
     except BaseException:
         target.unlink(missing_ok=True)
         raise

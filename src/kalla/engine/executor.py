@@ -36,6 +36,7 @@ class EngineOptions:
     sorted_outputs: bool = False  # outputs ordered by key, then every column: same bytes each run
     content_digests: bool = True  # digests of every input and output in the manifest
     max_candidates: int = 0  # candidate pairs a pass may produce; 0: plan.candidate_cap's
+    explain_breaks: bool = True  # nearest record and reason on every unmatched row
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -48,6 +49,7 @@ class EngineOptions:
             engine=settings.engine,
             content_digests=settings.content_digests,
             max_candidates=settings.max_candidates,
+            explain_breaks=settings.explain_breaks,
         )
 
 

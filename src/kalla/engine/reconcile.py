@@ -6,7 +6,9 @@ The steps are the plan's (``kalla.plan.reconciliation``), each timed under its n
 2. match:<pass>    the alias views, the pass's candidates, key statistics, 1:1 selection
 3. write_matched   pass files combined into ``matched.parquet`` (+ ``ambiguous.parquet``)
 4. unmatched_left, unmatched_right   source rows whose key is in no final match
+   breaks:<alias>  each unmatched row's nearest record and reason (``plan/breaks.py``)
 5. control_totals  input rows = distinct matched keys + unmatched rows, per side
+6. exports         CSV / XLSX beside the Parquet outputs (``evidence/export.py``)
 
 The summary and the manifest are built here, once, from what the executor reported.
 """
@@ -28,11 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from kalla.engine.breaks import explain_side, write_unmatched_rows
 from kalla.engine.executor import Executor
 from kalla.engine.one_to_one import select_one_to_one
-from kalla.engine.summary import ControlTotal, PassStats, RunSummary
+from kalla.engine.summary import Breaks, ControlTotal, PassStats, RunSummary
 from kalla.errors import CandidateLimitError, DataIntegrityError, SqlError
 from kalla.evidence.digest import TableDigest
+from kalla.evidence.export import ExportFormat, export_names, export_run
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
 from kalla.hashing import in_background, sha256_file
@@ -159,7 +163,8 @@ class _Run:
         try:
             yield
         finally:
-            self.timings[stage] = round(time.perf_counter() - start, 4)
+            spent = time.perf_counter() - start  # a stage may come back (the unmatched sides)
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + spent, 4)
 
     def count(self, query: Any, what: str) -> int:
         table = self.executor.fetch(query, what=what)
@@ -340,6 +345,7 @@ def reconcile(
     recipe: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: ProgressHook | None = None,
+    exports: Sequence[ExportFormat] = (),
 ) -> RunSummary:
     """Run the recipe on two staged sources and write all outputs atomically into output_dir."""
     started = datetime.now(UTC)
@@ -378,14 +384,32 @@ def reconcile(
                 if digesting:
                     output_digests[name] = executor.digest(paths[name])
         unmatched: dict[str, int] = {}
+        explain = plan.breaks if executor.options.explain_breaks else None
+        breaks: list[Breaks] = []
         for side in plan.unmatched:
             with run.timed(side.output):
                 run.sql_log.append(
                     {"step": f"unmatched:{side.alias}", "executed": executor.render(side.query)}
                 )
+                if explain is not None:  # the rows first: each side's explanation reads both
+                    write_unmatched_rows(executor, side, explain.side(side.alias), tmp)
+                    continue
                 unmatched[side.alias] = executor.write(
                     side.query, tmp / side.file, what=f"unmatched rows of '{side.alias}'"
                 )
+        for side in plan.unmatched:
+            with run.timed(f"breaks:{side.alias}" if explain else side.output):
+                if explain is not None:
+                    steps = explain.side(side.alias)
+                    for part, query in (("best", steps.best), ("output", steps.output)):
+                        run.sql_log.append(
+                            {
+                                "step": f"breaks:{side.alias}:{part}",
+                                "executed": executor.render(query),
+                            }
+                        )
+                    unmatched[side.alias], found = explain_side(executor, side, steps, tmp)
+                    breaks.append(found)
                 if executor.options.sorted_outputs:
                     run.sort_output(tmp / side.file, plan.source(side.alias).primary_key)
             digests[side.output] = in_background(sha256_file, paths[side.output])
@@ -414,8 +438,12 @@ def reconcile(
             output_paths={
                 **{name: str(output_dir / path.name) for name, path in paths.items()},
                 "manifest": str(output_dir / MANIFEST),
+                **{name: str(output_dir / name) for name in export_names(exports, plan.outputs)},
             },
+            breaks=tuple(breaks),
         )
+        with run.timed("exports"):  # CSV / XLSX beside the Parquet outputs
+            exported = export_run(tmp, paths, exports, summary.to_dict()) if exports else {}
         manifest = build_manifest(
             recipe=recipe if recipe is not None else spec.to_dict(),
             sql=run.sql_log,
@@ -438,6 +466,8 @@ def reconcile(
             input_digests=input_digests if digesting else None,
             output_digests=output_digests if digesting else None,
             sorted_outputs=executor.options.sorted_outputs,
+            breaks_explained=explain is not None,
+            exports=exported,
             summary=summary.to_dict(),
             started_at=started,
             engine=executor.versions(),

@@ -38,6 +38,21 @@ class ControlTotal(Value):
         return self.input_rows == self.matched_keys + self.unmatched_rows
 
 
+class BreakReason(Value):
+    """How many unmatched rows of one side share one reason (its numbers left out)."""
+
+    reason: str
+    count: int
+
+
+class Breaks(Value):
+    """One side's unmatched rows counted by why they did not match, most frequent first."""
+
+    alias: str
+    output: str  # "unmatched_left" or "unmatched_right"
+    reasons: tuple[BreakReason, ...]
+
+
 class RunSummary(Value):
     matched_count: int
     unmatched_left_count: int
@@ -54,3 +69,9 @@ class RunSummary(Value):
     control_totals: tuple[ControlTotal, ControlTotal]
     timings: dict[str, float] = Field(description="seconds per stage")
     output_paths: dict[str, str]
+    breaks: tuple[Breaks, ...] = ()  # empty when breaks were not explained
+
+    def top_reasons(self, limit: int = 5) -> list[tuple[str, BreakReason]]:
+        """The most frequent reasons over both sides: (source alias, reason)."""
+        found = [(b.alias, r) for b in self.breaks for r in b.reasons]
+        return sorted(found, key=lambda item: (-item[1].count, item[0], item[1].reason))[:limit]

@@ -62,6 +62,8 @@ def build_manifest(
     input_digests: Mapping[str, Future[TableDigest]] | None = None,
     output_digests: Mapping[str, Future[TableDigest]] | None = None,
     sorted_outputs: bool = False,
+    breaks_explained: bool = False,
+    exports: Mapping[str, Path] | None = None,
     summary: Mapping[str, Any],
     started_at: datetime,
     engine: Mapping[str, str],
@@ -105,10 +107,17 @@ def build_manifest(
         "executor": dict(executor or {}),
         "digest_algorithm": ALGORITHM if output_digests is not None else None,
         "outputs_sorted": sorted_outputs,
+        "breaks_explained": breaks_explained,
         "inputs": entries,
         "outputs": files,
+        # CSV/XLSX copies of the outputs for people to open: listed, not what verify re-derives
+        "exports": {
+            name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for name, path in (exports or {}).items()
+        },
         "control_totals": summary["control_totals"],
         "passes": summary["passes"],
+        "breaks": summary.get("breaks", []),
         "timings": summary["timings"],
         "counts": {
             k: summary[k]

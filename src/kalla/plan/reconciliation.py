@@ -11,7 +11,8 @@ its own dialect and run; files are named relative to the run's output directory:
              one aggregation per side counts distinct and repeated keys; 1:1 keeps the best
              candidate per record
 3. combine   pass files unioned by column name into ``matched`` (and ``ambiguous``)
-4. unmatched source rows whose key is in no final match (NULL-safe anti joins)
+4. unmatched source rows whose key is in no final match (NULL-safe anti joins), then each
+             one's nearest record on the other side and the reason (``breaks.py``)
 5. totals    input rows = distinct matched keys + unmatched rows, per side; the most repeated
              keys explain totals that do not add up
 """
@@ -27,6 +28,7 @@ from sqlglot import exp
 from kalla.errors import RecipeError, SqlError
 from kalla.evidence.output import OUTPUT_NAMES
 from kalla.plan import keys as key_steps
+from kalla.plan.breaks import BreaksPlan, pass_conditions, plan_breaks
 from kalla.plan.casts import check_comparisons, float_tolerances
 from kalla.plan.filters import predicates
 from kalla.plan.floats import finite
@@ -147,6 +149,7 @@ class ReconciliationPlan:
     combine: tuple[Combine, ...]
     unmatched: tuple[UnmatchedPlan, UnmatchedPlan]
     outputs: Mapping[str, str]  # output name -> file, every output this run writes
+    breaks: BreaksPlan | None = None  # nearest record and reason per unmatched row (breaks.py)
 
     def source(self, alias: str) -> SourcePlan:
         return next(s for s in self.sources if s.alias == alias)
@@ -186,11 +189,13 @@ def build_plan(
     specs = spec.match_passes()
     single = len(specs) == 1
     passes: list[PassPlan] = []
+    schemas = {side.alias: _base_schema(side) for side in (left, right)}
+    conditions = []
     for index, match in enumerate(specs):
         where = "match_sql" if match.name == "match_sql" else f"pass '{match.name}'"
         parsed = parse_query(match.match_sql, where)
-        schemas = {s.alias: _base_schema(s) for s in (left, right)}
         tree = rewrite_tolerance(parsed.copy(), where, float_tolerances(parsed, schemas))
+        conditions.append(pass_conditions(tree, match.name, schemas))
         query, layout = plan_pass(
             tree,
             sources={s.alias: s.columns for s in sources},
@@ -265,6 +270,12 @@ def build_plan(
         combine=tuple(combine),
         unmatched=(unmatched[0], unmatched[1]),
         outputs=outputs,
+        breaks=plan_breaks(
+            conditions,
+            schemas,
+            {s.alias: s.primary_key for s in sources},
+            {s.alias: s.base for s in sources},
+        ),
     )
 
 
