@@ -124,8 +124,8 @@ def pass_conditions(
             validate_qualify_columns=False,
             quote_identifiers=False,
         )
-    except (OptimizeError, SqlglotError, RecursionError):
-        return None
+    except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
+        return None  # the pass's own planning (layout.py) reports what is wrong with its SQL
     for select in qualified.find_all(exp.Select):
         tables = [select.args.get("from_") or select.args.get("from")]
         tables += [j for j in select.args.get("joins") or []]
