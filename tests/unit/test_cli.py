@@ -220,8 +220,8 @@ def test_a_missing_module_found_late_still_names_its_extra(tmp_path: Path) -> No
     )
     assert result.returncode == MissingDependencyError.exit_code
     assert result.stderr == (
-        "error: the module 'xlsxwriter' is not installed; it comes with the 'server' extra: "
-        "pip install 'kalla[server]'\n"
+        "error: the module 'xlsxwriter' is not installed; it comes with the 'xlsx' extra: "
+        "pip install 'kalla[xlsx]'\n"
     )
     assert "internal error" not in result.stderr
 

@@ -115,3 +115,9 @@ def test_kalla_explain_breaks_false_writes_the_rows_alone(tmp_path: Path) -> Non
     assert table.num_rows == expected["counts"]["unmatched_left_count"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["breaks_explained"] is False
+
+
+def test_generated_sql_of_thousands_of_conditions_is_not_read() -> None:
+    ors = " OR ".join(f"i.amount = {i}.25" for i in range(3000))
+    sql = f"SELECT * FROM invoices i JOIN payments p ON i.invoice_id = p.ref AND ({ors})"
+    assert conditions(sql) is None

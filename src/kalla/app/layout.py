@@ -1,7 +1,8 @@
 """Which source each column of a run's match output came from: the drill-down from a
 matched row to the two source records it pairs.
 
-A source's full columns are those of its unmatched output (full source rows). A column of
+A source's full columns are those of its unmatched output (full source rows, less the two
+explanation columns a run adds when it explains its breaks). A column of
 the match output belongs to a source when it is named ``<alias>.<column>`` or
 ``<alias>_<column>`` (how the engine names duplicates and aliased keys), or plainly
 ``<column>`` when only that source has such a column.
@@ -50,6 +51,8 @@ def match_layout(output_path: str, manifest: dict[str, Any] | None) -> MatchLayo
         return MatchLayout(sides=[], other=[])
     files = ("unmatched_left.parquet", "unmatched_right.parquet")
     schemas = [pq.read_schema(out / f).names if (out / f).is_file() else [] for f in files]
+    if (manifest or {}).get("breaks_explained"):  # the last two: nearest_key, nearest_reason
+        schemas = [names[:-2] for names in schemas]
     matched_names = pq.read_schema(matched).names
     claimed: set[str] = set()
     sides = []

@@ -442,8 +442,11 @@ def reconcile(
             },
             breaks=tuple(breaks),
         )
-        with run.timed("exports"):  # CSV / XLSX beside the Parquet outputs
-            exported = export_run(tmp, paths, exports, summary.to_dict()) if exports else {}
+        exported = {}
+        if set(exports) - {ExportFormat.PARQUET}:  # CSV / XLSX beside the Parquet outputs
+            with run.timed("exports"):
+                exported = export_run(tmp, paths, exports, summary.to_dict())
+            summary = summary.model_copy(update={"timings": dict(run.timings)})
         manifest = build_manifest(
             recipe=recipe if recipe is not None else spec.to_dict(),
             sql=run.sql_log,

@@ -47,6 +47,7 @@ NEAREST_REASON = "nearest_reason"
 TAKEN = ", but that record is already matched"
 RELAXED_LIMIT = 5  # amounts shared by more unmatched rows than this explain nothing
 _SQL_SHOWN = 60  # characters of a condition's SQL in a reason
+_MAX_NODES = 5000  # a pass's SQL bigger than this is not read for explanations
 _ME, _THEM, _BEST = "u", "o", "b"
 
 
@@ -113,6 +114,8 @@ def pass_conditions(
     """The keys and residuals of the SELECT of ``tree`` that joins the two sources (``schemas``:
     alias -> columns and types, left first), or None when there is no such SELECT."""
     aliases = list(schemas)
+    if any(i > _MAX_NODES for i, _ in enumerate(tree.walk())):
+        return None  # generated SQL (thousands of ORs): reading it would cost more than the run
     try:
         qualified = qualify(
             tree.copy(),
@@ -121,8 +124,8 @@ def pass_conditions(
             validate_qualify_columns=False,
             quote_identifiers=False,
         )
-    except (OptimizeError, SqlglotError, RecursionError):
-        return None
+    except (OptimizeError, SqlglotError, RecursionError, KeyError, ValueError):
+        return None  # the pass's own planning (layout.py) reports what is wrong with its SQL
     for select in qualified.find_all(exp.Select):
         tables = [select.args.get("from_") or select.args.get("from")]
         tables += [j for j in select.args.get("joins") or []]
