@@ -10,6 +10,7 @@ implementation named by ``EngineOptions.engine`` (``KALLA_ENGINE``).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,11 @@ from sqlglot import exp
 
 from kalla.evidence.digest import TableDigest
 from kalla.settings import Settings
+
+# Set while an executor runs one engine statement (a query, a write). An engine such as
+# DataFusion 55 cannot stop a running statement: a job process asked to stop then exits at
+# once instead of waiting for the statement to end (``runner.child``).
+IN_STATEMENT = threading.Event()
 
 
 @dataclass(frozen=True)

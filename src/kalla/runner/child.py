@@ -12,6 +12,8 @@ a second importing them (``bench/job_startup.py``). Each child
   KALLA_JOB_MEMORY_HEADROOM``: an allocation past the cap fails in the child (a
   ``MemoryError`` in Python, an abort in native code) instead of taking the machine's memory;
 * sends its log records, events and result up one pipe and reads "cancel" from another;
+  asked to stop while its engine runs a statement (which DataFusion cannot stop), it exits
+  at once, and the parent cleans up what it left;
 * ends at once when the parent goes away (the control pipe closes), so a killed service
   leaves no job running behind it;
 * writes native crash output (a Rust panic or allocation failure, faulthandler's traceback)
@@ -41,6 +43,7 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any, NoReturn
 
+from kalla.engine.executor import IN_STATEMENT
 from kalla.errors import JobCrashedError, KallaError
 from kalla.extras import missing_extra
 from kalla.runner.job import CancelToken  # imports the pipeline: once, in the forkserver
@@ -73,6 +76,7 @@ POLL = 0.1  # seconds between checks for a stop request while a child runs
 STDERR_TAIL = 4000  # characters of a dead child's stderr kept for the log …
 STDERR_SCAN = 64 * 1024  # … and searched for the cause
 EXIT_ORPHANED = 75  # a child whose parent went away
+EXIT_STOPPED = 76  # a child asked to stop while its engine ran a statement
 
 # DataFusion's allocator (mimalloc) reserves 1 GiB arenas up front, which RLIMIT_DATA
 # counts although they are never touched: smaller arenas keep the cap close to real use.
@@ -154,6 +158,8 @@ def _listen(control: Connection, channel: Channel) -> None:
             os._exit(EXIT_ORPHANED)
         if kind == "cancel":
             channel.cancel.cancel(str(reason))
+            if IN_STATEMENT.is_set():  # the engine cannot stop it: end the process now
+                os._exit(EXIT_STOPPED)
 
 
 def _child_main(spec: _Spec, events: Connection, control: Connection) -> None:
@@ -315,7 +321,7 @@ def run_in_child(
         if stop is not None and error.kind == "cancelled":
             raise stop  # a timeout stays a timeout, whatever the child made of the request
         raise error
-    if killed and stop is not None:
+    if stop is not None and (killed or process.exitcode == EXIT_STOPPED):
         raise stop
     raise _death(process.exitcode, tail, settings, what, doing())
 

@@ -29,7 +29,7 @@ from kalla.engine.datafusion.session import (
     prefer_hash_join,
     read_only,
 )
-from kalla.engine.executor import EngineOptions, Executor
+from kalla.engine.executor import IN_STATEMENT, EngineOptions, Executor
 from kalla.errors import JobCancelled, OutputError, SqlError
 from kalla.evidence.digest import TableDigest
 from kalla.plan.dialect import RecipeSQL
@@ -76,12 +76,15 @@ class DataFusionExecutor(Executor):
     def _run(self, what: str, action: Callable[..., T], *args: Any) -> T:
         if self._cancelled.is_set():
             raise JobCancelled(f"{what}: the run was cancelled")
+        IN_STATEMENT.set()
         try:
             return action(*args)
         except Exception as exc:  # DataFusion raises plain Exceptions
             raise translate(
                 exc, what, memory_limit=self.options.memory_limit, tables=self._views
             ) from None
+        finally:
+            IN_STATEMENT.clear()
 
     def _decide_join_strategy(self) -> None:
         if self._hash_join is not None:
@@ -160,8 +163,8 @@ class DataFusionExecutor(Executor):
 
     def cancel(self) -> None:
         """Statements that have not started raise ``JobCancelled``; one that is running
-        finishes first (DataFusion stops a running query only on a signal to the main
-        thread, e.g. SIGINT to the process)."""
+        finishes first (DataFusion 55 has no way to stop it: a job's process exits instead,
+        ``engine.executor.IN_STATEMENT``)."""
         self._cancelled.set()
 
     def versions(self) -> dict[str, str]:
