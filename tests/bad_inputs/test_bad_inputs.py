@@ -227,7 +227,11 @@ def run_app(case: Case, folder: Path, app: Service) -> Outcome:
         if "pad_bytes" in case.request:  # a recipe body of that many more bytes
             padded = {**json.loads(raw), "description": "x" * int(case.request["pad_bytes"])}
             raw = json.dumps(padded).encode()
-        saved = http.post("/api/recipes", content=raw, headers={"content-type": "application/json"})
+        sent: bytes | Iterator[bytes] = raw
+        if case.request.get("chunked"):  # no Content-Length: the body arrives in pieces
+            sent = iter([raw[i : i + 65536] for i in range(0, len(raw), 65536)])
+        json_type = {"content-type": "application/json"}
+        saved = http.post("/api/recipes", content=sent, headers=json_type)
         texts.append(saved.text)
         if case.request.get("stage") == "recipe":
             return Outcome(saved.status_code, saved.text, texts=texts, service=app)
