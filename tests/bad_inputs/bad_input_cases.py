@@ -50,6 +50,7 @@ EXPECT_KEYS = {
     "counts",
     "matched",
     "seconds",
+    "absent",
     "xfail",
 }
 
@@ -64,6 +65,7 @@ class Expect:
     counts: dict[str, int] | None = None  # matched / unmatched_left / unmatched_right
     matched: tuple[tuple[str, str], ...] | None = None  # (left key, right key) pairs
     seconds: float = 60.0  # answer within this long, or fail
+    absent: tuple[str, ...] = ()  # paths that must not exist afterwards (escapes)
     xfail: str = ""
 
     @property
@@ -139,6 +141,7 @@ def _case(area: str, raw: dict[str, Any]) -> Case:
         counts=e.get("counts"),
         matched=tuple(tuple(p) for p in e["matched"]) if "matched" in e else None,
         seconds=float(e.get("seconds", 60.0)),
+        absent=tuple(e.get("absent", ())),
         xfail=e.get("xfail", ""),
     )
     marks = tuple(raw.get("marks", ("postgres",) if raw.get("pg") else ()))

@@ -224,7 +224,14 @@ def run_app(case: Case, folder: Path, app: Service) -> Outcome:
         raw = json.dumps({**case.recipe, "recipe_id": recipe_id}).encode()
     texts: list[str] = []
     with app.client() as http:
-        saved = http.post("/api/recipes", content=raw, headers={"content-type": "application/json"})
+        if "pad_bytes" in case.request:  # a recipe body of that many more bytes
+            padded = {**json.loads(raw), "description": "x" * int(case.request["pad_bytes"])}
+            raw = json.dumps(padded).encode()
+        sent: bytes | Iterator[bytes] = raw
+        if case.request.get("chunked"):  # no Content-Length: the body arrives in pieces
+            sent = iter([raw[i : i + 65536] for i in range(0, len(raw), 65536)])
+        json_type = {"content-type": "application/json"}
+        saved = http.post("/api/recipes", content=sent, headers=json_type)
         texts.append(saved.text)
         if case.request.get("stage") == "recipe":
             return Outcome(saved.status_code, saved.text, texts=texts, service=app)
@@ -380,6 +387,8 @@ def test_bad_input(case: Case, corpus_root: Path, request: pytest.FixtureRequest
         assert _pairs(case, outcome.output_dir) == {tuple(p) for p in expect.matched}
 
     _nothing_lost(case, folder, before, outcome, succeeded)
+    for path in expect.absent:
+        assert not Path(path).exists(), f"{path} was written"
     shown = "\n".join(outcome.texts)
     for name, secret in CANARIES.items():
         assert secret not in shown, f"{name} shown to the user"

@@ -26,6 +26,7 @@ from kalla.app.storage import Database
 from kalla.app.web import pages
 from kalla.app.web.render import HERE as WEB_DIR
 from kalla.app.web.render import LoginRequired, render_error, wants_page
+from kalla.body_limit import BodyLimit
 from kalla.errors import ConfigError, KallaError
 from kalla.extras import missing_extra
 from kalla.recipe.parse import describe_errors
@@ -71,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.kalla = state
+    app.add_middleware(
+        BodyLimit, what="files go in a multipart upload (/api/runs)", exempt_multipart=True
+    )
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(pages.router)

@@ -56,7 +56,7 @@ def records(
     """The sample's complete records with their lines; blank lines are not records, and a
     record cut by the end of an incomplete sample is left out."""
     reader = csv.reader(
-        io.StringIO(text),
+        io.StringIO(text, newline=""),  # as csv wants: \r, \n and \r\n all end a line
         delimiter=delimiter,
         quotechar=quote or '"',
         quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from kalla import __version__, logs
+from kalla.body_limit import BodyLimit
 from kalla.errors import ConfigError, KallaError, RecipeError
 from kalla.extras import missing_extra
 from kalla.recipe.models import (
@@ -38,7 +39,6 @@ from kalla.recipe.models import (
 from kalla.recipe.parse import describe_errors
 from kalla.runner import JobRunner, JobStatus
 from kalla.settings import Settings, get_settings, is_loopback
-from kalla.worker.body_limit import BodyLimit
 from kalla.worker.callbacks import CallbackChannel, CallbackSender, check_callback_url
 from kalla.worker.metrics import CONTENT_TYPE, WorkerMetrics
 
@@ -138,7 +138,7 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.worker = worker
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, what="a job request is a recipe and its sources' URIs, not data")
 
     @app.exception_handler(KallaError)
     async def kalla_error(request: Request, exc: KallaError) -> JSONResponse:

@@ -1,9 +1,11 @@
-"""A cap on request bodies, applied before FastAPI reads one into memory.
+"""A cap on request bodies, applied before FastAPI reads one into memory (app and worker).
 
-A job request is a recipe and a few URIs (kilobytes); without a cap a client could make the
-worker hold any number of bytes while it parses them. A body declared larger than the cap is
-refused at once; one sent without a length (chunked) is counted as it arrives and refused as
-soon as it passes the cap. Either way the answer is the usual error JSON with 413.
+A job request or a recipe is kilobytes of JSON; without a cap a client could make a service
+hold, parse and store any number of bytes. Uploads are exempt where the service streams
+multipart bodies to disk under its own cap (the app's ``KALLA_MAX_UPLOAD_SIZE``). A body
+declared larger than the cap is refused at once; one sent without a length (chunked) is
+counted as it arrives and refused as soon as it passes the cap. Either way the answer is
+the usual error JSON with 413.
 """
 
 from __future__ import annotations
@@ -15,21 +17,36 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kalla.errors import PayloadTooLargeError
 from kalla.settings import format_size
 
-MAX_JOB_BODY = 16 * 1024**2  # far above any real job (match_sql is checked on its own)
+MAX_BODY = 16 * 1024**2  # far above any real job or recipe (match_sql is checked on its own)
 
 
 class BodyLimit:
-    """ASGI middleware: bodies over ``limit`` bytes get 413 without reaching the app."""
+    """ASGI middleware: bodies over ``limit`` bytes get 413 without reaching the app;
+    ``what`` says in the error what such a body should be."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_JOB_BODY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        what: str,
+        limit: int = MAX_BODY,
+        exempt_multipart: bool = False,
+    ) -> None:
         self.app = app
+        self.what = what
         self.limit = limit
+        self.exempt_multipart = exempt_multipart
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if self.exempt_multipart and media == b"multipart/form-data":
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit():
             if int(declared) > self.limit:
                 await self._refuse(send)
@@ -63,10 +80,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLargeError(
-            f"request body over {format_size(self.limit)}: a job request is a recipe and its "
-            "sources' URIs, not data"
-        )
+        error = PayloadTooLargeError(f"request body over {format_size(self.limit)}: {self.what}")
         payload = json.dumps(error.to_dict()).encode()
         await send(
             {
