@@ -249,10 +249,11 @@ def test_filter_and_sort_unmatched_then_download_the_filtered_xlsx(
     expected = [f"INV-{i:05d}" for i in range(39, 19, -2)]  # odd invoices, amount 100+i ≥ 120
     assert ids == expected
 
-    page.get_by_text("Columns (3 of 3)").click()  # the column chooser
+    # the column chooser: the source's three columns and the two explaining the break
+    page.get_by_text("Columns (5 of 5)").click()
     page.get_by_role("checkbox", name="customer").uncheck()
-    _expect(page.get_by_text("Columns (2 of 3)")).to_be_visible()
-    _expect(page.locator("table.results thead th")).to_have_count(2)
+    _expect(page.get_by_text("Columns (4 of 5)")).to_be_visible()
+    _expect(page.locator("table.results thead th")).to_have_count(4)
     with page.expect_download() as info:
         page.get_by_role("link", name="Excel").click()
     download = info.value
@@ -261,7 +262,8 @@ def test_filter_and_sort_unmatched_then_download_the_filtered_xlsx(
     download.save_as(target)
     sheet = load_workbook(target, read_only=True).active
     rows = list(sheet.iter_rows(values_only=True))
-    assert rows[0] == ("invoice_id", "amount")  # the columns shown, not the hidden one
+    # the columns shown, not the hidden one
+    assert rows[0] == ("invoice_id", "amount", "nearest_key", "nearest_reason")
     assert [r[0] for r in rows[1:]] == expected
     assert all(r[1] >= 120 for r in rows[1:])
 

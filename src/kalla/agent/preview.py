@@ -280,8 +280,12 @@ class _Misses:
 
     def explain(self, unmatched: pa.Table, *, side: str) -> list[dict[str, Any]]:
         other = "right" if side == "left" else "left"
-        examples = []
-        for row in unmatched.slice(0, EXAMPLES).to_pylist():
+        examples: list[tuple[bool, dict[str, Any]]] = []
+        # Rows in key order (an output's row order is the engine's), those with a nearest
+        # candidate first: "amounts differ by 5.00" says more than "nothing alike".
+        keys = [k for k in self.keys[side] if k in unmatched.column_names]
+        ordered = unmatched.sort_by([(k, "ascending") for k in keys]) if keys else unmatched
+        for row in ordered.slice(0, EXAMPLES * 10).to_pylist():
             reason, candidate = self._reason(row, side, other)
             item: dict[str, Any] = {
                 "key": {k: jsonable(row.get(k)) for k in self.keys[side]},
@@ -292,8 +296,9 @@ class _Misses:
             if self.share_rows:
                 shown = list(row.items())[:_SHOWN_COLUMNS]
                 item["row"] = {k: jsonable(v) for k, v in shown}
-            examples.append(item)
-        return examples
+            examples.append((candidate is None, item))
+        examples.sort(key=lambda pair: pair[0])  # stable: key order kept within each group
+        return [item for _, item in examples[:EXAMPLES]]
 
     def _reason(
         self, row: dict[str, Any], side: str, other: str
