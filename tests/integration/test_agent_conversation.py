@@ -111,9 +111,10 @@ def text_of(events: list[Event]) -> str:
     return "".join(getattr(e, "text", "") for e in events if e.kind == "text_delta")
 
 
-def test_a_full_build_streams_text_runs_tools_and_waits_for_acceptance(tmp_path: Path) -> None:
-    script: list[Step] = [
-        call("list_sources", {}, "Let me look at your two files."),
+def look_at_both_files(opening: str) -> list[Step]:
+    """The model's first steps in a build: list, describe both sources, compare the keys."""
+    return [
+        call("list_sources", {}, opening),
         Reply(
             (
                 ToolUse("describe_source", {"alias": "ledger"}),
@@ -129,6 +130,12 @@ def test_a_full_build_streams_text_runs_tools_and_waits_for_acceptance(tmp_path:
                 "right_column": "reference",
             },
         ),
+    ]
+
+
+def test_a_full_build_streams_text_runs_tools_and_waits_for_acceptance(tmp_path: Path) -> None:
+    script: list[Step] = [
+        *look_at_both_files("Let me look at your two files."),
         call("propose_recipe", {"recipe": recipe()}),
         call("preview_recipe", {"recipe": recipe()}),
         lambda req: say(

@@ -24,7 +24,7 @@ from messages_server import (
     last_tool_result,
     say,
 )
-from test_agent_conversation import GOOD_SQL, recipe
+from test_agent_conversation import GOOD_SQL, look_at_both_files, recipe
 from test_app_harness import (
     API_TOKEN,
     Process,
@@ -124,22 +124,7 @@ def scripted(
 def test_a_full_build_from_two_uploads_to_a_saved_recipe(scripted: Scripted) -> None:
     http, server = scripted.http, scripted.server
     server.add(
-        call("list_sources", {}, "Let me look at both files."),
-        Reply(
-            (
-                ToolUse("describe_source", {"alias": "ledger"}),
-                ToolUse("describe_source", {"alias": "bank"}),
-            )
-        ),
-        call(
-            "compare_columns",
-            {
-                "left_alias": "ledger",
-                "left_column": "doc_ref",
-                "right_alias": "bank",
-                "right_column": "reference",
-            },
-        ),
+        *look_at_both_files("Let me look at both files."),
         call("propose_recipe", {"recipe": recipe()}),
         call("preview_recipe", {"recipe": recipe()}),
         lambda req: say(

@@ -27,7 +27,7 @@ from messages_server import (
     last_tool_result,
     say,
 )
-from test_agent_conversation import GOOD_SQL, recipe
+from test_agent_conversation import GOOD_SQL, look_at_both_files, recipe
 from test_agent_edit_sessions import ledger_table, saved_recipe
 from test_agent_sessions import FILES, agent_app, converse
 from test_app_harness import Process, client, pg_url, postgres_database
@@ -117,22 +117,7 @@ def test_build_a_recipe_with_the_assistant_from_two_uploads_to_the_recipes_page(
 ) -> None:
     assert assistant.server is not None
     assistant.server.add(
-        call("list_sources", {}, "Let me look at both files."),
-        Reply(
-            (
-                ToolUse("describe_source", {"alias": "ledger"}),
-                ToolUse("describe_source", {"alias": "bank"}),
-            )
-        ),
-        call(
-            "compare_columns",
-            {
-                "left_alias": "ledger",
-                "left_column": "doc_ref",
-                "right_alias": "bank",
-                "right_column": "reference",
-            },
-        ),
+        *look_at_both_files("Let me look at both files."),
         call("propose_recipe", {"recipe": recipe()}, "doc_ref and reference are the same key."),
         call("preview_recipe", {"recipe": recipe()}),
         lambda req: say(
