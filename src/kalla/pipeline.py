@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from kalla.connectors import StagedSource, stage_source
 from kalla.connectors.base import TableWriter
 from kalla.connectors.format import FileFormat, Reading
 from kalla.connectors.registry import locate
 from kalla.engine import EngineOptions, RunSummary, SourceInput, make_executor, reconcile
+from kalla.engine.executor import Executor
 from kalla.errors import RecipeError
+from kalla.evidence.digest import TableDigest
 from kalla.evidence.export import ExportFormat
 from kalla.evidence.output import check_output_target
 from kalla.plan.compared import compared_columns
@@ -121,6 +126,15 @@ def _stage(
     )
 
 
+def staging_writer(executor: Executor) -> TableWriter:
+    """The engine's writer for staged tables, which digests the rows as it writes them."""
+
+    def write(table: pa.Table, path: Path) -> Future[TableDigest] | None:
+        return executor.write_table(table, path, digest=True).digest
+
+    return write
+
+
 def run(
     request: RunRequest,
     *,
@@ -145,7 +159,7 @@ def run(
                         staging_dir,
                         report,
                         settings,
-                        executor.write_table,
+                        staging_writer(executor),
                         reading[side.alias],
                     )
                 )
@@ -158,6 +172,7 @@ def run(
                     uri=s.uri,
                     fingerprint=s.fingerprint,
                     allow_duplicate_keys=side.allow_duplicate_keys,
+                    digest=s.digest,
                 )
                 for side, s in zip((request.left, request.right), staged, strict=True)
             ]

@@ -121,7 +121,7 @@ def test_writers_keep_row_order_schema_and_codec(tmp_path: Path) -> None:
         executor.register_parquet("t", tmp_path / "t.parquet", what="t")
         rows = executor.write(
             sql("SELECT * FROM t WHERE n < 0"), tmp_path / "none.parquet", what="w"
-        )
+        ).rows
     assert pq.read_table(tmp_path / "t.parquet").equals(table)
     assert pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0).column(0).compression == (
         "SNAPPY"

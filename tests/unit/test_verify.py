@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -52,6 +53,7 @@ class Run:
         sorted_outputs: bool = False,
         digests: bool = True,
         sql: str | None = None,
+        parquet_inputs: bool = False,
     ) -> None:
         folder = CASES_DIR / case
         expected = json.loads((folder / "expected.json").read_text())
@@ -62,6 +64,10 @@ class Run:
         for alias, file in expected["sources"].items():
             self.inputs[alias] = self.data / Path(file).name
             shutil.copy(folder / file, self.inputs[alias])
+            if parquet_inputs:  # registered where they lie: digested by reading them back
+                table = pacsv.read_csv(self.inputs[alias])
+                self.inputs[alias] = self.inputs[alias].with_suffix(".parquet")
+                pq.write_table(table, self.inputs[alias])
         self.dir = tmp / ("sorted" if sorted_outputs else "run")
         recipe = load_recipe(folder / "recipe.json")
         if sql is not None:
@@ -378,8 +384,9 @@ def test_kalla_verify_of_a_directory_that_is_no_run(tmp_path: Path) -> None:
 
 
 def test_a_failed_run_cancels_its_digests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Digests wait on their own thread; those of a run that fails are cancelled, so a
-    failed job leaves nothing computing and the process nothing to wait for."""
+    """Digests read back (of Parquet inputs registered where they lie) wait on their own
+    thread; those of a run that fails are cancelled, so a failed job leaves nothing
+    computing and the process nothing to wait for."""
     from kalla.engine.datafusion import digest
 
     module = importlib.import_module("kalla.engine.datafusion.executor")
@@ -401,7 +408,7 @@ def test_a_failed_run_cancels_its_digests(tmp_path: Path, monkeypatch: pytest.Mo
                 "SELECT i.invoice_id, p.payment_id, CAST('x' AS INT) AS bad FROM invoices i "
                 "JOIN payments p ON i.invoice_id = p.reference_number"
             )
-            Run("seed_readme_example", tmp_path, sql=sql)
+            Run("seed_readme_example", tmp_path, sql=sql, parquet_inputs=True)
     finally:
         release.set()
     blocker.result()

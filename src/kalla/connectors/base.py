@@ -37,12 +37,14 @@ from kalla.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from kalla.connectors.registry import Location
+    from kalla.evidence.digest import TableDigest
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction (0..1) of one source staged so far."""
 
-TableWriter = Callable[[pa.Table, Path], None]
-"""Writes an Arrow table to a Parquet file (the engine's writer; pyarrow's by default)."""
+TableWriter = Callable[[pa.Table, Path], "Future[TableDigest] | None"]
+"""Writes an Arrow table to a Parquet file (the engine's writer; pyarrow's by default); the
+content digest of its rows, computed as it writes them, when the writer computes one."""
 
 
 class Filter(Protocol):
@@ -70,6 +72,7 @@ class StagedSource:
     row_count: int
     fingerprint: Mapping[str, object]  # may still be computing (see kalla.hashing)
     filters_applied: tuple[Any, ...] = ()  # FilterConditions already applied by the source
+    digest: Future[TableDigest] | None = None  # of the staged rows, when the writer gave one
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class Connector(ABC):
             source_fp = in_background(self.source_fingerprint)
             placed = self.in_place()
             fingerprint: Mapping[str, object] | None
+            digest: Future[TableDigest] | None = None
             if placed is not None:
                 # registered where it lies: let the engine start while the file is hashed
                 path, schema, rows = placed
@@ -227,7 +231,7 @@ class Connector(ABC):
                     )
                 else:
                     table = self.read(reading, pushed)
-                    write_parquet_atomic(
+                    digest = write_parquet_atomic(
                         table, path, writer, compression=self.settings.parquet_compression
                     )
                     schema, rows = table.schema, table.num_rows
@@ -246,6 +250,7 @@ class Connector(ABC):
             row_count=rows,
             fingerprint=fingerprint,
             filters_applied=pushed,
+            digest=digest,
         )
 
     def preview(
@@ -445,7 +450,7 @@ def _replacing(path: Path) -> Iterator[Path]:
 
 def write_parquet_atomic(
     table: pa.Table, path: Path, writer: TableWriter | None = None, *, compression: str
-) -> None:
+) -> Future[TableDigest] | None:
     """Write ``table`` to ``path`` via a temp file and a rename: no reader sees half a file.
 
     ``writer`` writes the file (the pipeline passes its executor's, which encodes in
@@ -453,9 +458,9 @@ def write_parquet_atomic(
     """
     with _replacing(path) as tmp:
         if writer is not None:
-            writer(table, tmp)
-        else:
-            _pyarrow_writer(table, tmp, compression)
+            return writer(table, tmp)
+        _pyarrow_writer(table, tmp, compression)
+    return None
 
 
 def _pyarrow_writer(table: pa.Table, path: Path, compression: str) -> None:

@@ -59,6 +59,15 @@ class EngineOptions:
         )
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a write produced: its rows and, when asked for, the content digest of those rows
+    (done, or failed with the EvidenceError saying why the table has none)."""
+
+    rows: int
+    digest: Future[TableDigest] | None = None
+
+
 class Executor(Protocol):
     """Runs plan statements over Parquet files. ``what`` names the step in error messages
     ("match_sql", "pass 'exact'", "source 'invoices'")."""
@@ -74,9 +83,10 @@ class Executor(Protocol):
         """Make ``query`` queryable as ``name``, replacing what had that name."""
         ...
 
-    def write(self, query: exp.Query, path: Path, *, what: str) -> int:
+    def write(self, query: exp.Query, path: Path, *, what: str, digest: bool = False) -> Written:
         """Write ``query``'s rows to one Parquet file (with its schema when empty); the
-        number of rows written."""
+        number of rows written and, with ``digest`` (and ``options.content_digests``), the
+        content digest of those rows computed as they are written."""
         ...
 
     def fetch(self, query: exp.Query, *, what: str) -> pa.Table:
@@ -91,8 +101,9 @@ class Executor(Protocol):
         """``query`` as SQL text in the engine's dialect (what the manifest records)."""
         ...
 
-    def write_table(self, table: pa.Table, path: Path) -> None:
-        """Write an Arrow table as one Parquet file, rows in order (staging, 1:1 outputs)."""
+    def write_table(self, table: pa.Table, path: Path, *, digest: bool = False) -> Written:
+        """Write an Arrow table as one Parquet file, rows in order (staging, 1:1 outputs);
+        ``digest`` as in ``write``."""
         ...
 
     def cancel(self) -> None:
@@ -104,9 +115,10 @@ class Executor(Protocol):
         ...
 
     def digest(self, path: Path) -> Future[TableDigest]:
-        """The content digest of a Parquet file (``kalla.evidence.digest``), computed in the
-        background; it depends on the rows only, so every engine must give the same one
-        (another engine may reuse ``engine/datafusion/digest.py``, which reads the file)."""
+        """The content digest of a Parquet file the engine did not write itself (a source
+        registered where it lies), read in the background. It depends on the rows only, so
+        every engine must give the same one (another engine may reuse
+        ``engine/datafusion/digest.py``, which reads the file)."""
         ...
 
     def settings(self) -> dict[str, Any]:

@@ -31,11 +31,12 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from kalla.engine.breaks import explain_side, write_unmatched_rows
-from kalla.engine.executor import Executor
+from kalla.engine.executor import Executor, Written
 from kalla.engine.one_to_one import select_one_to_one
 from kalla.engine.summary import Breaks, ControlTotal, PassStats, RunSummary
 from kalla.errors import CandidateLimitError, DataIntegrityError, SqlError
-from kalla.evidence.digest import TableDigest
+from kalla.evidence.digest import TableDigest, canonical_columns
+from kalla.evidence.digest import combine as digest_sum
 from kalla.evidence.export import ExportFormat, export_names, export_run
 from kalla.evidence.manifest import build_manifest, canonical_json
 from kalla.evidence.output import MANIFEST, AtomicOutputDir
@@ -72,6 +73,7 @@ class SourceInput:
     uri: str = ""  # redacted; for the manifest
     fingerprint: Mapping[str, Any] = field(default_factory=dict)
     allow_duplicate_keys: bool = False  # else a repeated primary key stops the run
+    digest: Future[TableDigest] | None = None  # computed while staging wrote it, if it did
 
 
 def _rows(path: Path) -> int:
@@ -139,6 +141,27 @@ def combine(parts: Sequence[Path], target: Path, compression: str) -> int:
     return _rows(target)
 
 
+def combined_digest(
+    executor: Executor, parts: Sequence[Future[TableDigest] | None], target: Path
+) -> Future[TableDigest]:
+    """The digest of passes' files unioned into ``target``: the sum of the parts' when they
+    all have one over the target's columns (the digest adds up over any split of a table),
+    else ``target`` read back (passes selecting different columns, NULL-filled by the union)."""
+    if len(parts) == 1 and parts[0] is not None:
+        return parts[0]
+    digests = []
+    for part in parts:
+        if part is None or part.exception() is not None:
+            return executor.digest(target)
+        digests.append(part.result())
+    columns = TableDigest.empty(canonical_columns(pq.read_schema(target))).columns
+    if any(d.columns != columns for d in digests):
+        return executor.digest(target)
+    done: Future[TableDigest] = Future()
+    done.set_result(digest_sum(digests))
+    return done
+
+
 @dataclass
 class _PassResult:
     plan: PassPlan
@@ -156,6 +179,12 @@ class _Run:
         self.sql_log: list[dict[str, str]] = []
         self.input_rows: dict[str, int] = {}
         self.passes: list[_PassResult] = []
+        # content digests of the files written as outputs or parts of one, by file name
+        self.digests: dict[str, Future[TableDigest]] = {}
+
+    def keep_digest(self, file: str, written: Written) -> None:
+        if written.digest is not None:
+            self.digests[file] = written.digest
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -215,7 +244,12 @@ class _Run:
             {"step": f"match:{step.name}", "sql": step.sql, "executed": executor.render(step.query)}
         )
         candidates = self.root / step.candidates
-        candidate_count = executor.write(step.capped, candidates, what=where)
+        # the candidates are the pass's matches unless 1:1 keeps some: then digest those
+        written = executor.write(
+            step.capped, candidates, what=where, digest=step.one_to_one is None
+        )
+        self.keep_digest(step.matched, written)
+        candidate_count = written.rows
         if candidate_count > step.max_candidates:
             raise CandidateLimitError(
                 f"{where} yields more than {step.max_candidates:,} candidate pairs "
@@ -264,8 +298,9 @@ class _Run:
         names = [n for n in table.column_names if n != MATCH_PASS]
         check_rank_by(ranking.rank_by, names, step.where)
         mask = select_one_to_one(table, ranking.rank_by, ranking.left_keys, ranking.right_keys)
-        self.executor.write_table(table.filter(mask), self.root / step.matched)
-        self.executor.write_table(table.filter(pc.invert(mask)), self.root / step.ambiguous)
+        for file, rows in ((step.matched, mask), (step.ambiguous, pc.invert(mask))):
+            written = self.executor.write_table(table.filter(rows), self.root / file, digest=True)
+            self.keep_digest(file, written)
         return int(pc.sum(mask).as_py() or 0)
 
     # --- optional: outputs in a fixed order -------------------------------------------
@@ -358,9 +393,13 @@ def reconcile(
         with run.timed("register"):
             run.register(spec, (left, right))
         plan = run.plan
-        # content digests (evidence.digest) of the inputs, computed while the engine works
+        # content digests (evidence.digest): an input's from staging, where it was written,
+        # or read while the engine works (a Parquet file registered where it lies); an
+        # output's summed as the engine writes it
         digesting = executor.options.content_digests
-        input_digests = {s.alias: executor.digest(s.path) for s in (left, right) if digesting}
+        input_digests = {
+            s.alias: s.digest or executor.digest(s.path) for s in (left, right) if digesting
+        }
         output_digests: dict[str, Future[TableDigest]] = {}
         for index, step in enumerate(plan.passes):
             with run.timed(f"match:{step.name}"):
@@ -371,6 +410,10 @@ def reconcile(
             for merge in plan.combine:
                 parts = [tmp / p for p in merge.parts]
                 combine(parts, tmp / merge.target, executor.options.compression)
+                if digesting:
+                    run.digests[merge.target] = combined_digest(
+                        executor, [run.digests.get(p) for p in merge.parts], tmp / merge.target
+                    )
             for name in ("matched", "ambiguous"):
                 if name in paths and executor.options.sorted_outputs:
                     run.sort_output(
@@ -382,7 +425,9 @@ def reconcile(
             if name in paths:
                 digests[name] = in_background(sha256_file, paths[name])
                 if digesting:
-                    output_digests[name] = executor.digest(paths[name])
+                    output_digests[name] = run.digests.get(plan.outputs[name]) or executor.digest(
+                        paths[name]
+                    )
         unmatched: dict[str, int] = {}
         explain = plan.breaks if executor.options.explain_breaks else None
         breaks: list[Breaks] = []
@@ -394,9 +439,14 @@ def reconcile(
                 if explain is not None:  # the rows first: each side's explanation reads both
                     write_unmatched_rows(executor, side, explain.side(side.alias), tmp)
                     continue
-                unmatched[side.alias] = executor.write(
-                    side.query, tmp / side.file, what=f"unmatched rows of '{side.alias}'"
+                written = executor.write(
+                    side.query,
+                    tmp / side.file,
+                    what=f"unmatched rows of '{side.alias}'",
+                    digest=True,
                 )
+                unmatched[side.alias] = written.rows
+                run.keep_digest(side.file, written)
         for side in plan.unmatched:
             with run.timed(f"breaks:{side.alias}" if explain else side.output):
                 if explain is not None:
@@ -408,13 +458,17 @@ def reconcile(
                                 "executed": executor.render(query),
                             }
                         )
-                    unmatched[side.alias], found = explain_side(executor, side, steps, tmp)
+                    written, found = explain_side(executor, side, steps, tmp)
+                    unmatched[side.alias] = written.rows
+                    run.keep_digest(side.file, written)
                     breaks.append(found)
                 if executor.options.sorted_outputs:
                     run.sort_output(tmp / side.file, plan.source(side.alias).primary_key)
             digests[side.output] = in_background(sha256_file, paths[side.output])
             if digesting:
-                output_digests[side.output] = executor.digest(paths[side.output])
+                output_digests[side.output] = run.digests.get(side.file) or executor.digest(
+                    paths[side.output]
+                )
         with run.timed("control_totals"):
             totals = run.check_totals(unmatched)
         # the work dir holds per-pass files the anti joins read; drop it only now

@@ -18,7 +18,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
-from datafusion import DataFrame, SessionConfig, SessionContext, col, udf
+from datafusion import DataFrame, Expr, SessionConfig, SessionContext, col, udf
 from datafusion import functions as f
 
 from kalla.engine.datafusion.results import quote_ident
@@ -26,6 +26,7 @@ from kalla.engine.datafusion.session import location
 from kalla.errors import EvidenceError
 from kalla.evidence.digest import (
     MODULUS,
+    Column,
     TableDigest,
     canonical_columns,
     combine,
@@ -54,17 +55,17 @@ def _context() -> SessionContext:
     return SessionContext(config)
 
 
-def _digest_frame(df: DataFrame, stop: threading.Event | None = None) -> TableDigest:
+def _row_hashes(df: DataFrame, failures: list[EvidenceError]) -> tuple[Expr, tuple[Column, ...]]:
+    """The expression of each row's SHA-256 (``evidence.digest``, steps 2-3) over ``df``'s
+    columns, and the digest's view of them. An encoding failure is kept in ``failures``:
+    DataFusion wraps it, the callers raise it as it is."""
     schema = df.schema()
     columns = canonical_columns(schema)
-    empty = TableDigest.empty(columns)
-
-    failures: list[EvidenceError] = []
 
     def encode(*arrays: pa.Array) -> pa.Array:
         try:
             return encode_fixed(arrays, columns)[0]
-        except EvidenceError as exc:  # DataFusion wraps it; re-raised as it is below
+        except EvidenceError as exc:
             failures.append(exc)
             raise
 
@@ -73,23 +74,79 @@ def _digest_frame(df: DataFrame, stop: threading.Event | None = None) -> TableDi
     # the bytes of strings and binaries after the fixed fields; concat skips a NULL's
     tails = [f.arrow_cast(v, "Binary") for v, c in zip(values, columns, strict=True) if c.variable]
     row = f.concat(encoder(*values), *tails) if tails else encoder(*values)
-    hashed = df.select(f.sha256(row))
+    return f.sha256(row), columns
+
+
+def _digest_frame(df: DataFrame, stop: threading.Event | None = None) -> TableDigest:
+    failures: list[EvidenceError] = []
+    hashes, columns = _row_hashes(df, failures)
+    hashed = df.select(hashes)
     rows, total = 0, 0
     try:
         for stream in hashed.execute_stream_partitioned():
             for batch in stream:
                 if stop is not None and stop.is_set():  # dropping the stream ends the scan
                     raise CancelledError("digest cancelled")
-                hashes = batch.to_pyarrow().column(0)
-                rows += len(hashes)
-                total += sum_hashes(hashes)
+                column = batch.to_pyarrow().column(0)
+                rows += len(column)
+                total += sum_hashes(column)
     except CancelledError:
         raise
     except Exception:
         if failures:
             raise failures[0] from None
         raise
-    return TableDigest(empty.columns, rows, total % MODULUS)
+    return TableDigest(TableDigest.empty(columns).columns, rows, total % MODULUS)
+
+
+class Tap:
+    """The digest of a frame's rows, summed while the engine executes it for another reason
+    (a write): the same pass, no second read. ``tapped`` builds it."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self._empty = TableDigest.empty(columns)
+        self._lock = threading.Lock()  # partitions run on several threads
+        self.rows = 0
+        self._total = 0
+        self.failures: list[EvidenceError] = []
+
+    def add(self, hashes: pa.Array) -> None:
+        found = sum_hashes(hashes)
+        with self._lock:
+            self.rows += len(hashes)
+            self._total += found
+
+    def digest(self, written_rows: int) -> TableDigest:
+        """The digest, once the engine has written ``written_rows`` rows; EvidenceError when
+        the tap saw a different number (an engine that evaluated the projection on rows it
+        did not write: the caller digests the file instead)."""
+        if self.rows != written_rows:
+            raise EvidenceError(
+                f"the digest saw {self.rows:,} rows where {written_rows:,} were written"
+            )
+        return TableDigest(self._empty.columns, self.rows, self._total % MODULUS)
+
+
+def tapped(df: DataFrame) -> tuple[DataFrame, Tap]:
+    """``df`` with the same rows, columns and types, whose row hashes go to the returned
+    ``Tap`` as DataFusion computes each batch. A volatile function that hands its first
+    argument back unchanged (the first column) takes the hashes as its second: DataFusion
+    can neither drop nor reuse it, so every row it produces is hashed exactly once. An
+    EvidenceError when a column type has no canonical encoding."""
+    failures: list[EvidenceError] = []
+    hashes, columns = _row_hashes(df, failures)
+    tap = Tap(columns)
+    tap.failures = failures
+    first = df.schema().field(0)
+
+    def through(values: pa.Array, row_hashes: pa.Array) -> pa.Array:
+        tap.add(row_hashes)
+        return values
+
+    passing = udf(through, [first, pa.field("h", pa.binary())], first, "volatile", "digest_tap")
+    names = [col(quote_ident(c.name)) for c in columns]
+    frame = df.select(passing(names[0], hashes).alias(first.name), *names[1:])
+    return frame, tap
 
 
 def digest_parquet(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from datafusion import DataFrame, ParquetWriterOptions, SessionConfig, SessionContext
 from sqlglot import exp
 
-from kalla.engine.datafusion.digest import digest_in_background, stop_digests
+from kalla.engine.datafusion.digest import Tap, digest_in_background, stop_digests, tapped
 from kalla.engine.datafusion.errors import translate
 from kalla.engine.datafusion.session import (
     location,
@@ -29,8 +29,8 @@ from kalla.engine.datafusion.session import (
     prefer_hash_join,
     read_only,
 )
-from kalla.engine.executor import IN_STATEMENT, EngineOptions, Executor
-from kalla.errors import JobCancelled, OutputError, SqlError
+from kalla.engine.executor import IN_STATEMENT, EngineOptions, Executor, Written
+from kalla.errors import EvidenceError, JobCancelled, KallaError, OutputError, SqlError
 from kalla.evidence.digest import TableDigest
 from kalla.plan.dialect import RecipeSQL
 from kalla.settings import parquet_codec
@@ -52,6 +52,24 @@ def _depth(tree: exp.Expr) -> int:
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in node.iter_expressions())
     return deepest
+
+
+def _split_limit(query: exp.Query) -> tuple[exp.Query, int | None]:
+    """``SELECT … LIMIT n`` (no ORDER BY, no OFFSET) as the query without it and ``n``;
+    any other query as it is and None."""
+    limit = query.args.get("limit")
+    if (
+        not isinstance(query, exp.Select)
+        or not isinstance(limit, exp.Limit)
+        or query.args.get("order") is not None
+        or query.args.get("offset") is not None
+        or not isinstance(limit.expression, exp.Literal)
+        or not limit.expression.is_int
+    ):
+        return query, None
+    body = query.copy()
+    body.set("limit", None)
+    return body, int(limit.expression.name)
 
 
 class DataFusionExecutor(Executor):
@@ -122,14 +140,68 @@ class DataFusionExecutor(Executor):
         if not name.startswith("__") and name not in self._views:
             self._views.append(name)
 
-    def write(self, query: exp.Query, path: Path, *, what: str) -> int:
-        frame = self._frame(query, what)
-        self._run(what, frame.write_parquet, location(path), self._output_options)
+    def _write_frame(
+        self,
+        frame: DataFrame,
+        path: Path,
+        what: str,
+        write: Callable[[DataFrame], None],
+        digest: bool,
+        limit: int | None = None,
+    ) -> Written:
+        """``write(frame)`` (at most ``limit`` rows), the content digest summed in the same
+        pass when asked for."""
+        tap: Tap | None = None
+        problem: EvidenceError | None = None
+        if digest and self.options.content_digests:
+            try:
+                tapped_frame, tap = tapped(frame)
+            except EvidenceError as exc:  # a column type without an encoding: no digest
+                problem = exc
+        if limit is not None:
+            # hashed under the limit, where the rows are still in parallel partitions; rows
+            # the limit drops make the counts differ, and the file is then read back
+            frame = frame.limit(limit)
+            if tap is not None:
+                tapped_frame = tapped_frame.limit(limit)
+        try:
+            self._run(what, write, tapped_frame if tap is not None else frame)
+        except KallaError:
+            if tap is None or not tap.failures:
+                raise
+            # a value without an encoding (a decimal beyond 128 bits): the file still is
+            problem, tap = tap.failures[0], None
+            self._run(what, write, frame)
         if not path.exists():  # DataFusion writes nothing for an empty result
             codec, level = parquet_codec(self.options.compression)
             empty = pa.Table.from_batches([], schema=frame.schema())
             pq.write_table(empty, path, compression=codec, compression_level=level)
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        rows = int(pq.ParquetFile(path).metadata.num_rows)
+        if tap is None and problem is None:
+            return Written(rows)
+        found: Future[TableDigest] = Future()
+        if problem is not None:
+            found.set_exception(problem)
+            return Written(rows, found)
+        assert tap is not None
+        try:
+            found.set_result(tap.digest(rows))
+        except EvidenceError:  # the tap saw other rows than were written: read them back
+            return Written(rows, self.digest(path))
+        return Written(rows, found)
+
+    def write(self, query: exp.Query, path: Path, *, what: str, digest: bool = False) -> Written:
+        limit = None
+        if digest and self.options.content_digests:
+            query, limit = _split_limit(query)
+        return self._write_frame(
+            self._frame(query, what),
+            path,
+            what,
+            lambda f: f.write_parquet(location(path), self._output_options),
+            digest,
+            limit,
+        )
 
     def fetch(self, query: exp.Query, *, what: str) -> pa.Table:
         frame = self._frame(query, what)
@@ -139,7 +211,7 @@ class DataFusionExecutor(Executor):
         frame = self._frame(query, "explain")
         return str(self._run("explain", lambda: frame.execution_plan().display_indent()))
 
-    def write_table(self, table: pa.Table, path: Path) -> None:
+    def write_table(self, table: pa.Table, path: Path, *, digest: bool = False) -> Written:
         """DataFusion's writer encodes columns and row groups in parallel (about twice
         pyarrow's single-threaded writer on 10M rows) and writes the same Arrow schema back.
         One input partition keeps the rows in their order, so the file (whose hash
@@ -157,7 +229,13 @@ class DataFusionExecutor(Executor):
         )
         frame = ordered.from_arrow(table)
         try:
-            self._run(str(path), frame.write_parquet_with_options, location(path), options)
+            return self._write_frame(
+                frame,
+                path,
+                str(path),
+                lambda f: f.write_parquet_with_options(location(path), options),
+                digest,
+            )
         except SqlError as exc:  # no SQL here: the file could not be written
             raise OutputError(f"cannot write {exc.message}") from None
 
