@@ -103,18 +103,25 @@ class Tap:
     """The digest of a frame's rows, summed while the engine executes it for another reason
     (a write): the same pass, no second read. ``tapped`` builds it."""
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(self, columns: Sequence[Column], limit: int | None = None) -> None:
         self._empty = TableDigest.empty(columns)
         self._lock = threading.Lock()  # partitions run on several threads
+        self.limit = limit
         self.rows = 0
         self._total = 0
-        self.failures: list[EvidenceError] = []
+        self.failures: list[EvidenceError] = []  # rows that have no encoding
+        self.exceeded = False  # more rows came than ``limit``: the statement was stopped
 
     def add(self, hashes: pa.Array) -> None:
+        """Add a batch's row hashes; past ``limit`` rows, raise to stop the statement."""
         found = sum_hashes(hashes)
         with self._lock:
             self.rows += len(hashes)
             self._total += found
+            if self.limit is not None and self.rows > self.limit:
+                self.exceeded = True
+        if self.exceeded:
+            raise EvidenceError(f"more than {self.limit:,} rows")
 
     def digest(self, written_rows: int) -> TableDigest:
         """The digest, once the engine has written ``written_rows`` rows; EvidenceError when
@@ -127,15 +134,16 @@ class Tap:
         return TableDigest(self._empty.columns, self.rows, self._total % MODULUS)
 
 
-def tapped(df: DataFrame) -> tuple[DataFrame, Tap]:
+def tapped(df: DataFrame, *, limit: int | None = None) -> tuple[DataFrame, Tap]:
     """``df`` with the same rows, columns and types, whose row hashes go to the returned
     ``Tap`` as DataFusion computes each batch. A volatile function that hands its first
     argument back unchanged (the first column) takes the hashes as its second: DataFusion
-    can neither drop nor reuse it, so every row it produces is hashed exactly once. An
-    EvidenceError when a column type has no canonical encoding."""
+    can neither drop nor reuse it, so every row it produces is hashed exactly once. With
+    ``limit``, the statement fails (``Tap.exceeded``) once more rows than that have come.
+    An EvidenceError when a column type has no canonical encoding."""
     failures: list[EvidenceError] = []
     hashes, columns = _row_hashes(df, failures)
-    tap = Tap(columns)
+    tap = Tap(columns, limit)
     tap.failures = failures
     first = df.schema().field(0)
 
@@ -172,10 +180,14 @@ _STOPS: weakref.WeakKeyDictionary[Future[TableDigest], threading.Event] = (
 )
 
 
-def digest_in_background(paths: Path | Sequence[Path]) -> Future[TableDigest]:
-    """``digest_parquet`` on the digest thread, while the caller goes on."""
+def digest_in_background(source: Path | Sequence[Path] | pa.Table) -> Future[TableDigest]:
+    """``digest_parquet`` of files, or ``digest_table`` of a table in memory, on the digest
+    thread while the caller goes on."""
     stop = threading.Event()
-    future = _POOL.submit(digest_parquet, paths, stop=stop)
+    if isinstance(source, pa.Table):
+        future = _POOL.submit(digest_table, source, stop=stop)
+    else:
+        future = _POOL.submit(digest_parquet, source, stop=stop)
     _STOPS[future] = stop
     return future
 
@@ -190,10 +202,11 @@ def stop_digests(futures: Iterable[Future[TableDigest]]) -> None:
             stop.set()
 
 
-def digest_table(table: pa.Table) -> TableDigest:
+def digest_table(table: pa.Table, *, stop: threading.Event | None = None) -> TableDigest:
     """Digest of an Arrow table in memory (no file written or read)."""
     ctx = _context()
     batches = table.to_batches(max_chunksize=_BATCH_ROWS) or [
         pa.RecordBatch.from_pylist([], schema=table.schema)
     ]
-    return _digest_frame(ctx.from_arrow(pa.Table.from_batches(batches, schema=table.schema)))
+    frame = ctx.from_arrow(pa.Table.from_batches(batches, schema=table.schema))
+    return _digest_frame(frame, stop)

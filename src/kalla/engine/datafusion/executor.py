@@ -155,28 +155,32 @@ class DataFusionExecutor(Executor):
         problem: EvidenceError | None = None
         if digest and self.options.content_digests:
             try:
-                tapped_frame, tap = tapped(frame)
+                tapped_frame, tap = tapped(frame, limit=limit)
             except EvidenceError as exc:  # a column type without an encoding: no digest
                 problem = exc
         if limit is not None:
-            # hashed under the limit, where the rows are still in parallel partitions; rows
-            # the limit drops make the counts differ, and the file is then read back
+            # the tap enforces the LIMIT itself: under a LIMIT, DataFusion would hash the rows
+            # on one partition, after gathering them (+25% on a 10M-row match, measured)
             frame = frame.limit(limit)
-            if tap is not None:
-                tapped_frame = tapped_frame.limit(limit)
+        read_back = False
         try:
             self._run(what, write, tapped_frame if tap is not None else frame)
         except KallaError:
-            if tap is None or not tap.failures:
+            if tap is None or not (tap.failures or tap.exceeded):
                 raise
-            # a value without an encoding (a decimal beyond 128 bits): the file still is
-            problem, tap = tap.failures[0], None
+            # a value without an encoding (a decimal beyond 128 bits), or more rows than the
+            # LIMIT: the file is written again without the tap, the digest read back after
+            if tap.failures:
+                problem = tap.failures[0]
+            read_back, tap = tap.exceeded, None
             self._run(what, write, frame)
         if not path.exists():  # DataFusion writes nothing for an empty result
             codec, level = parquet_codec(self.options.compression)
             empty = pa.Table.from_batches([], schema=frame.schema())
             pq.write_table(empty, path, compression=codec, compression_level=level)
         rows = int(pq.ParquetFile(path).metadata.num_rows)
+        if read_back and problem is None:
+            return Written(rows, self.digest(path))
         if tap is None and problem is None:
             return Written(rows)
         found: Future[TableDigest] = Future()
@@ -228,16 +232,24 @@ class DataFusionExecutor(Executor):
             statistics_enabled="chunk",
         )
         frame = ordered.from_arrow(table)
+        found = None
+        if digest and self.options.content_digests:
+            # hashed from memory on the digest thread while the writer encodes the same rows:
+            # nothing is read back, and the ordered (one-partition) write is not slowed by
+            # hashing in its pipeline (+30% on staging 10M rows, measured)
+            found = digest_in_background(table)
+            self._digests.append(found)
         try:
-            return self._write_frame(
+            written = self._write_frame(
                 frame,
                 path,
                 str(path),
                 lambda f: f.write_parquet_with_options(location(path), options),
-                digest,
+                digest=False,
             )
         except SqlError as exc:  # no SQL here: the file could not be written
             raise OutputError(f"cannot write {exc.message}") from None
+        return Written(written.rows, found)
 
     def cancel(self) -> None:
         """Statements that have not started raise ``JobCancelled``; one that is running
