@@ -9,17 +9,14 @@ them ever shows up in an answer, a log line or an output.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
+from callback_receiver import free_port
 
 CANARIES = {
     "AWS_SECRET_ACCESS_KEY": "canary-aws-5ecret-do-not-print",
@@ -27,12 +24,6 @@ CANARIES = {
     "KALLA_TEST_CANARY_PASSWORD": "canary-pg-5ecret-do-not-print",
 }
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(root: Path, **extra: str) -> dict[str, str]:
@@ -54,45 +45,6 @@ def clean_env(root: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-@dataclass
-class Receiver:
-    """Records every callback POST (path and body) and answers 200."""
-
-    port: int = field(default_factory=free_port)
-    calls: list[tuple[str, bytes]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    def url(self, path: str = "/api/runs/callback") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.calls.append((self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def paths_for(self, marker: str) -> list[str]:
-        return [path for path, body in list(self.calls) if marker.encode() in body]
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @dataclass

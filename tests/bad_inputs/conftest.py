@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bad_input_services import Receiver, Service, clean_env
+from bad_input_services import Service, clean_env
+from callback_receiver import Receiver
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 import pytest
 from bad_input_builders import build
 from bad_input_cases import Case, load_cases, params, recipe_bytes
-from bad_input_services import CANARIES, Receiver, Service, clean_env
+from bad_input_services import CANARIES, Service, clean_env
+from callback_receiver import Receiver
 
 CASES = load_cases()
 PG_SERVER = os.environ.get("KALLA_TEST_PG", "postgres://postgres@127.0.0.1:5432")

@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from callback_receiver import free_port
 from kalla_test_services import (
     MYSQL_HOST,
     MYSQL_PORT,
     PG_SERVER,
     Bucket,
     Database,
-    free_port,
 )
 from ui_browser import browser, page, ui_app  # noqa: F401 - the browser tests' fixtures
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kalla_test_services import free_port
+from callback_receiver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(tempfile.mkdtemp(prefix="kalla-app-logs-"))

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from callback_receiver import free_port
 from test_app_harness import (
     API_TOKEN,
     CALLBACK_SECRET,
@@ -25,7 +26,6 @@ from test_app_harness import (
     app_process,
     client,
     file_recipe,
-    free_port,
     invoice_payment_files,
     pg_url,
     postgres_database,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kalla_test_services import Bucket, free_port
+from callback_receiver import free_port
+from kalla_test_services import Bucket
 
 from kalla.connectors import s3 as s3_connector
 from kalla.connectors import stage_source

@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-from kalla_test_services import PG_SERVER, free_port
+from callback_receiver import free_port
+from kalla_test_services import PG_SERVER
 
 from kalla import __version__
 

@@ -14,20 +14,17 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from kalla_test_services import free_port
+from callback_receiver import Call, Receiver, free_port
 
 from kalla.recipe.models import (
     CompletionCallback,
@@ -43,94 +40,6 @@ START_TIMEOUT = 60.0
 
 
 # --- the callback receiver ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
-
-    @property
-    def event(self) -> str:
-        return self.headers["x-kalla-event"]
-
-    @property
-    def sequence(self) -> int:
-        return int(self.headers["x-kalla-sequence"])
-
-    @property
-    def run_id(self) -> str:
-        return self.headers["x-kalla-run-id"]
-
-
-class Receiver:
-    """A threaded http.server that records every POST and answers ``status``."""
-
-    def __init__(self, port: int | None = None, status: int = 200) -> None:
-        self.port = port or free_port()
-        self.status = status
-        self.calls: list[Call] = []
-        self.cond = threading.Condition()
-        self.server: ThreadingHTTPServer | None = None
-
-    def url(self, path: str = "/api/runs/callback") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                call = Call(
-                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time()
-                )
-                with receiver.cond:
-                    receiver.calls.append(call)
-                    receiver.cond.notify_all()
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def for_run(self, run_id: str) -> list[Call]:
-        with self.cond:
-            return [c for c in self.calls if c.run_id == run_id]
-
-    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
-
-    def final(self, run_id: str, timeout: float = 60.0) -> Call:
-        def done() -> bool:
-            return any(c.event in ("complete", "error") for c in self.calls if c.run_id == run_id)
-
-        assert self.wait(done, timeout), f"no final callback for {run_id}: {self.for_run(run_id)}"
-        return next(c for c in self.for_run(run_id) if c.event in ("complete", "error"))
 
 
 @pytest.fixture(scope="module")

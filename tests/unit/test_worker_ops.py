@@ -8,15 +8,14 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from callback_receiver import Receiver
 from fastapi.testclient import TestClient
 
 from kalla.recipe.models import ErrorCallback, JobRequest
@@ -28,49 +27,11 @@ from kalla.worker.http import create_worker_app
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "worker"
 
 
-class Receiver:
-    """A loopback HTTP server recording the path of every POST (answers 200)."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.cond:
-                    receiver.paths.append(self.path)
-                    receiver.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def wait_for(self, path: str, timeout: float = 60) -> list[str]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: path in self.paths, timeout), self.paths
-            return list(self.paths)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver().start()
     yield r
-    r.close()
+    r.stop()
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:

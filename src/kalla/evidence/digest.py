@@ -224,6 +224,8 @@ def _values(arr: pa.Array, dtype: str) -> np.ndarray[Any, Any]:
 def _put(field: np.ndarray[Any, Any], dtype: str, values: np.ndarray[Any, Any]) -> None:
     """Store ``values`` (one or more per row) little-endian into a byte field of each row:
     one typed store per value instead of one per byte."""
+    if not len(field):  # an empty batch (an engine may hand one over): -1 cannot be solved
+        return
     field.view(dtype)[:] = values.reshape(len(field), -1)
 
 

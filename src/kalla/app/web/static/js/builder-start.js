@@ -3,7 +3,8 @@
 // and everything is uploaded with a progress bar per file. "Edit in builder" (a recipe
 // given) asks for one file per file source of the recipe instead. Errors the API names go
 // next to the file they are about.
-import { csrfHeaders, el, errorMessage } from "./api.js";
+import { el } from "./api.js";
+import { placeError, sendFiles } from "./upload.js";
 
 const form = document.getElementById("start-session");
 const ALIAS = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -217,28 +218,10 @@ function droppable(zone, take) {
 
 // --- sending -------------------------------------------------------------------------------
 
-function aliasOf(text, aliases) {
-  return aliases.find((alias) => text.includes(`'${alias}'`)) ?? null;
-}
-
 function showError(files, body, status) {
-  const { message, problems } = errorMessage(body, status);
   const aliases = files.entries().map((entry) => entry.alias);
   const general = document.getElementById("form-error");
-  const byAlias = new Map();
-  for (const problem of problems) {
-    const alias = aliasOf(problem, aliases);
-    if (!byAlias.has(alias)) byAlias.set(alias, []);
-    byAlias.get(alias).push(problem);
-  }
-  const named = problems.length ? null : aliasOf(message, aliases);
-  if (named) {
-    files.fail(named, message);
-  } else if (problems.length && !byAlias.has(null)) {
-    for (const [alias, list] of byAlias) files.fail(alias, message, list);
-  } else {
-    say(general, message, problems);
-  }
+  placeError(body, status, aliases, (alias, message, problems) => files.fail(alias, message, problems), (message, problems) => say(general, message, problems));
   (form.querySelector("[aria-invalid=true]") ?? general)?.focus?.();
 }
 
@@ -247,7 +230,6 @@ if (form) {
   window.addEventListener("drop", (event) => event.preventDefault());
   const files = form.dataset.recipe ? new FixedFiles(form) : new GrowingFiles(form);
   const button = document.getElementById("start");
-  const label = button.textContent;
   const maxUpload = Number(form.dataset.maxUpload);
   const general = document.getElementById("form-error");
   general.tabIndex = -1;
@@ -297,54 +279,15 @@ if (form) {
     }
     for (const { alias, file } of entries) data.append(alias, file, file.name);
 
-    const bars = entries.map((entry) => files.bar(entry.alias));
-    for (const bar of bars) {
-      if (bar) {
-        bar.hidden = false;
-        bar.value = 0;
-      }
-    }
-    button.disabled = true;
-    button.textContent = entries.length ? "Uploading…" : "Starting…";
-
-    // XMLHttpRequest, not fetch: only it reports upload progress.
-    const request = new XMLHttpRequest();
-    request.open("POST", "/api/agent/sessions");
-    for (const [name, value] of Object.entries(csrfHeaders())) request.setRequestHeader(name, value);
-    request.setRequestHeader("Accept", "application/json");
-    request.upload.addEventListener("progress", (e) => {
-      let before = 0; // parts are sent in order: each file's share of the bytes sent so far
-      entries.forEach((entry, i) => {
-        const done = Math.min(Math.max(e.loaded - before, 0), entry.file.size);
-        if (bars[i]) bars[i].value = entry.file.size ? done / entry.file.size : 1;
-        before += entry.file.size;
-      });
+    sendFiles("/api/agent/sessions", data, {
+      sizes: entries.map((entry) => entry.file.size),
+      bars: entries.map((entry) => files.bar(entry.alias)),
+      button,
+      busy: entries.length ? "Uploading…" : "Starting…",
+      created: 201,
+      next: (id) => `/builder/${id}`,
+      failed: (body, status) => showError(files, body, status),
+      unreachable: () => say(general, "The app could not be reached: check that kalla serve is running, then try again."),
     });
-    request.upload.addEventListener("load", () => {
-      for (const bar of bars) if (bar) bar.value = 1;
-      button.textContent = "Checking the files…";
-    });
-    request.addEventListener("load", () => {
-      let body = null;
-      try {
-        body = JSON.parse(request.responseText);
-      } catch {
-        body = null;
-      }
-      if (request.status === 201 && body && body.id) {
-        window.location.assign(`/builder/${body.id}`);
-        return;
-      }
-      button.disabled = false;
-      button.textContent = label;
-      for (const bar of bars) if (bar) bar.hidden = true;
-      showError(files, body, request.status);
-    });
-    request.addEventListener("error", () => {
-      button.disabled = false;
-      button.textContent = label;
-      say(general, "The app could not be reached: check that kalla serve is running, then try again.");
-    });
-    request.send(data);
   });
 }

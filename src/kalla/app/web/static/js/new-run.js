@@ -1,6 +1,6 @@
 // New run: upload the file sources with progress, start the run, then follow it live.
 // Errors the API names (a missing column, a wrong file type) are shown next to the file.
-import { csrfHeaders, errorMessage } from "./api.js";
+import { placeError, sendFiles } from "./upload.js";
 
 const form = document.getElementById("start-run");
 
@@ -30,30 +30,8 @@ function clearErrors() {
   for (const input of form.querySelectorAll("input[type=file]")) input.removeAttribute("aria-invalid");
 }
 
-// Which file an error is about: the API names the source as 'alias'.
-function aliasOf(text, aliases) {
-  return aliases.find((alias) => text.includes(`'${alias}'`)) ?? null;
-}
-
 function showError(body, status, aliases) {
-  const { message, problems } = errorMessage(body, status);
-  const named = aliasOf(message, aliases);
-  if (named) {
-    fieldError(named, message, problems);
-    document.getElementById(`file-${named}`)?.focus();
-    return;
-  }
-  const byAlias = new Map();
-  for (const problem of problems) {
-    const alias = aliasOf(problem, aliases);
-    if (!byAlias.has(alias)) byAlias.set(alias, []);
-    byAlias.get(alias).push(problem);
-  }
-  if (problems.length && ![...byAlias.keys()].includes(null)) {
-    for (const [alias, list] of byAlias) fieldError(alias, message, list);
-  } else {
-    fieldError(null, message, problems);
-  }
+  placeError(body, status, aliases, fieldError, (message, problems) => fieldError(null, message, problems));
   form.querySelector("[aria-invalid=true]")?.focus();
 }
 
@@ -86,53 +64,17 @@ if (form) {
     data.append("version", form.dataset.version);
     for (const input of inputs) data.append(input.dataset.alias, input.files[0]);
 
-    const sizes = inputs.map((input) => input.files[0].size);
-    const bars = inputs.map((input) => document.getElementById(`progress-${input.dataset.alias}`));
-    for (const bar of bars) {
-      if (bar) { bar.hidden = false; bar.value = 0; }
-    }
-    button.disabled = true;
-    button.textContent = "Uploading…";
-
-    // XMLHttpRequest, not fetch: only it reports upload progress.
-    const request = new XMLHttpRequest();
-    request.open("POST", "/api/runs");
-    for (const [name, value] of Object.entries(csrfHeaders())) request.setRequestHeader(name, value);
-    request.setRequestHeader("Accept", "application/json");
-    request.upload.addEventListener("progress", (e) => {
-      // parts are sent in order: each file's share of the bytes sent so far
-      let before = 0;
-      sizes.forEach((size, i) => {
-        const done = Math.min(Math.max(e.loaded - before, 0), size);
-        if (bars[i]) bars[i].value = size ? done / size : 1;
-        before += size;
-      });
+    sendFiles("/api/runs", data, {
+      sizes: inputs.map((input) => input.files[0].size),
+      bars: inputs.map((input) => document.getElementById(`progress-${input.dataset.alias}`)),
+      button,
+      busy: "Uploading…",
+      created: 202,
+      next: (id) => `/runs/${id}`,
+      failed: (body, status) => showError(body, status, aliases),
+      unreachable: () =>
+        fieldError(null, "The app could not be reached: check that kalla serve is running, then try again."),
     });
-    request.upload.addEventListener("load", () => {
-      button.textContent = "Checking the files…";
-    });
-    request.addEventListener("load", () => {
-      let body = null;
-      try {
-        body = JSON.parse(request.responseText);
-      } catch {
-        body = null;
-      }
-      if (request.status === 202 && body && body.id) {
-        window.location.assign(`/runs/${body.id}`);
-        return;
-      }
-      button.disabled = false;
-      button.textContent = "Start the run";
-      for (const bar of bars) if (bar) bar.hidden = true;
-      showError(body, request.status, aliases);
-    });
-    request.addEventListener("error", () => {
-      button.disabled = false;
-      button.textContent = "Start the run";
-      fieldError(null, "The app could not be reached: check that kalla serve is running, then try again.");
-    });
-    request.send(data);
   });
 
   for (const input of inputs) input.addEventListener("change", () => {
