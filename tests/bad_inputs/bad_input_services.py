@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from callback_receiver import free_port
+from processes import wait_until_healthy
 
 CANARIES = {
     "AWS_SECRET_ACCESS_KEY": "canary-aws-5ecret-do-not-print",
@@ -75,17 +75,8 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(base_url=self.url, timeout=5, trust_env=False) as http:
-            while True:
-                assert self.proc.poll() is None, f"{self.command} exited:\n{self.log()}"
-                try:
-                    if http.get("/health").status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"{self.command} did not start:\n{self.log()}"
-                time.sleep(0.1)
+        wait_until_healthy(self.proc, self.url, self.log, what=self.command, timeout=START_TIMEOUT)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from callback_receiver import free_port
+from processes import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(tempfile.mkdtemp(prefix="kalla-app-logs-"))
@@ -102,15 +103,8 @@ class Process:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1, trust_env=False).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not come up:\n{self.log()}")
+        wait_until_healthy(self.proc, self.url, self.log, what=self.name, timeout=timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from callback_receiver import free_port
 from kalla_test_services import PG_SERVER
+from processes import wait_until_healthy
 
 from kalla import __version__
 
@@ -91,16 +92,7 @@ class Service:
         self.http = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.http.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.2)
+        wait_until_healthy(self.proc, self.url, self.log.read_text, what="kalla", timeout=120)
 
     def stop(self) -> None:
         self.http.close()

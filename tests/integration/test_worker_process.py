@@ -25,6 +25,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from callback_receiver import Call, Receiver, free_port
+from processes import wait_until_healthy
 
 from kalla.recipe.models import (
     CompletionCallback,
@@ -80,16 +81,7 @@ class Worker:
                 stderr=subprocess.STDOUT,
             )
         self.http = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self.proc.poll() is None, f"worker exited at start:\n{self.log()}"
-            try:
-                if self.http.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"worker did not start:\n{self.log()}"
-            time.sleep(0.1)
+        wait_until_healthy(self.proc, self.url, self.log, what="worker", timeout=START_TIMEOUT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

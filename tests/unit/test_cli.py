@@ -15,11 +15,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from processes import wait_until_healthy
 
 from kalla import __version__
 from kalla.errors import MissingDependencyError, OutputError
@@ -334,16 +333,12 @@ def test_python_dash_m_kalla_serve_answers_and_logs_one_format(tmp_path: Path) -
         env={**os.environ, "KALLA_LOG_FORMAT": "json"},
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "kalla serve did not answer"
-            time.sleep(0.1)
+        wait_until_healthy(
+            proc,
+            f"http://127.0.0.1:{port}",
+            lambda: proc.communicate()[1] if proc.poll() is not None else "",
+            what="kalla serve",
+        )
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)

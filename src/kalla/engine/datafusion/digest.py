@@ -141,10 +141,8 @@ def tapped(df: DataFrame, *, limit: int | None = None) -> tuple[DataFrame, Tap]:
     can neither drop nor reuse it, so every row it produces is hashed exactly once. With
     ``limit``, the statement fails (``Tap.exceeded``) once more rows than that have come.
     An EvidenceError when a column type has no canonical encoding."""
-    failures: list[EvidenceError] = []
-    hashes, columns = _row_hashes(df, failures)
-    tap = Tap(columns, limit)
-    tap.failures = failures
+    tap = Tap(canonical_columns(df.schema()), limit)  # its failures list fills as rows encode
+    hashes, columns = _row_hashes(df, tap.failures)
     first = df.schema().field(0)
 
     def through(values: pa.Array, row_hashes: pa.Array) -> pa.Array:
